@@ -5,6 +5,7 @@
 //! socket as it is, so a response never exists as a Python object.
 
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
 use pyo3::exceptions::PyRuntimeError;
@@ -105,7 +106,8 @@ impl PyInvocation {
 #[pyclass(module = "slipstream._native", name = "RuntimeClient", frozen)]
 pub struct PyRuntimeClient {
     api: Mutex<RuntimeApi>,
-    wakeup_fd: Option<RawFd>,
+    /// Read end of the `signal.set_wakeup_fd` pipe, or -1.
+    wakeup_fd: AtomicI32,
 }
 
 fn poisoned<T>(_: T) -> PyErr {
@@ -137,24 +139,28 @@ fn reply_headers<'a>(content_type: &'a str, invocation_id: Option<&'a str>) -> V
 #[pymethods]
 impl PyRuntimeClient {
     /// A client of `address` (`host:port` or `http://host:port/prefix`), or of `AWS_LAMBDA_RUNTIME_API`.
-    /// `wakeup_fd` is the read end of the pipe given to `signal.set_wakeup_fd`: a signal then interrupts a
-    /// pending `next()` so Python's handlers run at once.
     #[new]
-    #[pyo3(signature = (user_agent, address = None, wakeup_fd = None))]
-    fn new(user_agent: String, address: Option<&str>, wakeup_fd: Option<RawFd>) -> PyResult<Self> {
+    #[pyo3(signature = (user_agent, address = None))]
+    fn new(user_agent: String, address: Option<&str>) -> PyResult<Self> {
         let endpoint = match address {
             Some(address) => Endpoint::parse(address)?,
             None => Endpoint::from_env()?,
         };
         Ok(Self {
             api: Mutex::new(RuntimeApi::new(endpoint, user_agent)),
-            wakeup_fd,
+            wakeup_fd: AtomicI32::new(-1),
         })
+    }
+
+    /// Polls `fd` (the read end of the pipe given to `signal.set_wakeup_fd`) beside the socket while `next()`
+    /// waits, so a signal interrupts the wait and Python's handlers run at once. -1 turns it off.
+    fn set_wakeup_fd(&self, fd: RawFd) {
+        self.wakeup_fd.store(fd, Ordering::Relaxed);
     }
 
     /// `GET /next`: blocks, without a timeout, until Lambda hands over an invocation.
     fn next(&self, py: Python<'_>) -> PyResult<PyInvocation> {
-        let wakeup = self.wakeup_fd;
+        let wakeup = Some(self.wakeup_fd.load(Ordering::Relaxed)).filter(|fd| *fd >= 0);
         py.detach(|| {
             let mut guard = self.api.lock().map_err(poisoned)?;
             let api = &mut *guard;

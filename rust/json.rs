@@ -32,7 +32,9 @@ fn dumps<'py>(obj: &Bound<'py, PyAny>, ensure_ascii: bool) -> PyResult<Bound<'py
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("MarshalError", m.py().get_type::<MarshalError>())?;
     m.add_function(wrap_pyfunction!(loads, m)?)?;
     m.add_function(wrap_pyfunction!(dumps, m)?)?;
     Ok(())
 }
+pyo3::create_exception!(slipstream._native, MarshalError, pyo3::exceptions::PyTypeError);
