@@ -98,6 +98,58 @@ pub enum Wake {
     Signal,
 }
 
+/// A streamed response in progress: owns its connection until the body is ended.
+pub struct StreamWriter {
+    connection: Connection,
+    path: String,
+    written: usize,
+}
+
+impl StreamWriter {
+    /// Body bytes written so far.
+    #[must_use]
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    /// Writes one chunk; the socket's own flow control pauses the caller while RAPID is not reading.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
+        self.connection.write_chunk(data).map_err(|source| ApiError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.written += data.len();
+        Ok(())
+    }
+
+    /// Ends the body, with the error trailers when `error` is `(type, base64 body)`, and reads RAPID's answer. The
+    /// connection is closed afterwards, as the streaming documentation asks.
+    pub fn finish(mut self, error: Option<(&str, &str)>) -> Result<Reply, ApiError> {
+        let io_err = |source| ApiError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let trailer = match error {
+            Some((error_type, body)) => format!(
+                "0\r\nLambda-Runtime-Function-Error-Type: {error_type}\r\nLambda-Runtime-Function-Error-Body: {body}\r\n\r\n"
+            ),
+            None => "0\r\n\r\n".to_owned(),
+        };
+        self.connection
+            .write_all_vectored(&[trailer.as_bytes()])
+            .map_err(io_err)?;
+        let head = self.connection.read_response_head().map_err(io_err)?;
+        let (body, _, _) = self
+            .connection
+            .read_body(head.framing, MAX_ERROR_BODY)
+            .map_err(io_err)?;
+        Ok(Reply {
+            status: head.status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
 /// Blocks until `fd` is readable or a signal arrives. `wakeup` is the read end of Python's `signal.set_wakeup_fd`
 /// pipe: the interpreter's C handler writes to it, so a signal ends the wait without any polling interval.
 pub fn wait_readable(fd: RawFd, wakeup: Option<RawFd>) -> io::Result<Wake> {
@@ -349,6 +401,42 @@ impl RuntimeApi {
                 })
             }
         }
+    }
+
+    /// Starts a streamed response to `request_id`: sends the head (`Transfer-Encoding: chunked`, the streaming
+    /// response mode, both error trailers declared) and hands the connection to the returned writer. Nothing of
+    /// the body has left yet, so a broken connection is retried like any request.
+    pub fn open_stream(&mut self, request_id: &str, extra: &[(&str, &str)]) -> Result<StreamWriter, ApiError> {
+        let path = path_response(request_id);
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("Lambda-Runtime-Function-Response-Mode", "streaming"),
+            ("Transfer-Encoding", "chunked"),
+            (
+                "Trailer",
+                "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body",
+            ),
+        ];
+        headers.extend_from_slice(extra);
+        self.with_retries(|api| {
+            let head = api.head("POST", &path, &headers, None);
+            let io_err = |source| ApiError::Io {
+                path: path.clone(),
+                source,
+            };
+            api.connection()?
+                .write_all_vectored(&[head.as_bytes()])
+                .map_err(io_err)?;
+            Ok(())
+        })?;
+        let connection = self.connection.take().ok_or_else(|| ApiError::Io {
+            path: path.clone(),
+            source: io::Error::new(io::ErrorKind::NotConnected, "no connection after sending the head"),
+        })?;
+        Ok(StreamWriter {
+            connection,
+            path,
+            written: 0,
+        })
     }
 
     /// `GET /runtime/restore/next`: blocks until the SnapStart snapshot was taken and restored.

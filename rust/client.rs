@@ -17,6 +17,7 @@ use crate::config::Endpoint;
 use crate::http::Framing;
 use crate::invocation::InvocationMeta;
 use crate::json;
+use crate::stream::PyResponseStream;
 
 /// Content type awslambdaric sends for a handler that returned `bytes`.
 const CONTENT_TYPE_BYTES: &str = "application/unknown";
@@ -237,6 +238,22 @@ impl PyRuntimeClient {
         let mut body = Vec::new();
         json::encode(result, ensure_ascii, &mut body)?;
         self.post(py, &path, &reply_headers(CONTENT_TYPE_JSON, invocation_id), &body)
+    }
+
+    /// Starts a streamed `POST /response` with the given content type; the body follows through the returned
+    /// stream's `write`, and `finish` or `fail` ends it.
+    fn open_stream(
+        &self,
+        py: Python<'_>,
+        request_id: &str,
+        invocation_id: Option<&str>,
+        content_type: &str,
+    ) -> PyResult<PyResponseStream> {
+        let headers = reply_headers(content_type, invocation_id);
+        py.detach(|| {
+            let mut api = self.api.lock().map_err(poisoned)?;
+            Ok(PyResponseStream::new(api.open_stream(request_id, &headers)?))
+        })
     }
 
     /// `POST /error` with an error document already encoded, and the X-Ray cause header (sent empty when `""`,

@@ -2,7 +2,7 @@
 //!
 //! One module per concern: `config` reads the environment, `http` frames HTTP/1.1 messages, `api` is the Runtime
 //! API client, `invocation` holds what `/next` delivered, `json` is the event/result codec, `client` binds the API
-//! client to Python, `emulator` is the local Runtime API server.
+//! client to Python, `stream` sends streamed responses, `emulator` is the local Runtime API server.
 
 use pyo3::prelude::*;
 
@@ -14,6 +14,7 @@ pub mod errors;
 pub mod http;
 pub mod invocation;
 pub mod json;
+pub mod stream;
 
 /// The crate version, as Cargo knows it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -28,6 +29,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     client::register(m)?;
     json::register(m)?;
+    stream::register(m)?;
     emulator::register(m)?;
     Ok(())
 }

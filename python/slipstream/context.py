@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms): mypy reads it the same way
+if TYPE_CHECKING:
+    from typing import Any
 
 # The W3C trace-context fields `context.w3c()` passes through from the client context (string values only).
 _W3C_FIELDS = ("traceparent", "tracestate", "baggage")
