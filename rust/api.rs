@@ -5,7 +5,7 @@
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::thread;
 use std::time::Duration;
 
@@ -96,6 +96,8 @@ pub enum Wake {
     Ready,
     /// A signal arrived (through the wake-up fd or `EINTR`): the caller runs Python's handlers, then waits again.
     Signal,
+    /// Another thread asked this wait to end (`Interrupter::interrupt`).
+    Interrupted,
 }
 
 /// A streamed response in progress: owns its connection until the body is ended.
@@ -150,24 +152,52 @@ impl StreamWriter {
     }
 }
 
-/// Blocks until `fd` is readable or a signal arrives. `wakeup` is the read end of Python's `signal.set_wakeup_fd`
-/// pipe: the interpreter's C handler writes to it, so a signal ends the wait without any polling interval.
-pub fn wait_readable(fd: RawFd, wakeup: Option<RawFd>) -> io::Result<Wake> {
-    let mut fds = [
-        libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: wakeup.unwrap_or(-1),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    let count = if wakeup.is_some() { 2 } else { 1 };
-    // SAFETY: `fds` is a live array of `count` initialised pollfd structs for the duration of the call.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), count, -1) };
+/// A self-pipe through which another thread ends a pending wait for good: a Managed Instances slot that is
+/// being shut down. Once interrupted, every later wait returns at once.
+pub struct Interrupter {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Interrupter {
+    pub fn new() -> io::Result<Self> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a live two-element array, as pipe2 requires.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        Ok(Self { read, write })
+    }
+
+    /// Ends the current and every later wait.
+    pub fn interrupt(&self) {
+        let byte = 1u8;
+        // SAFETY: writes one byte from a live local; a full pipe (EAGAIN) already means "interrupted".
+        unsafe { libc::write(self.write.as_raw_fd(), std::ptr::addr_of!(byte).cast(), 1) };
+    }
+
+    /// The descriptor a wait polls.
+    #[must_use]
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+}
+
+/// Blocks until `fd` is readable, a signal arrives or `interrupt` is readable. `wakeup` is the read end of
+/// Python's `signal.set_wakeup_fd` pipe: the interpreter's C handler writes to it, so a signal ends the wait
+/// without any polling interval.
+pub fn wait_readable(fd: RawFd, wakeup: Option<RawFd>, interrupt: Option<RawFd>) -> io::Result<Wake> {
+    let entry = |fd: Option<RawFd>| libc::pollfd {
+        fd: fd.unwrap_or(-1),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // A negative fd is ignored by poll, so absent descriptors need no separate array shapes.
+    let mut fds = [entry(Some(fd)), entry(wakeup), entry(interrupt)];
+    // SAFETY: `fds` is a live array of three initialised pollfd structs for the duration of the call.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
     if rc < 0 {
         let err = io::Error::last_os_error();
         return if err.kind() == io::ErrorKind::Interrupted {
@@ -176,7 +206,10 @@ pub fn wait_readable(fd: RawFd, wakeup: Option<RawFd>) -> io::Result<Wake> {
             Err(err)
         };
     }
-    if count == 2 && fds[1].revents != 0 {
+    if fds[2].revents != 0 {
+        return Ok(Wake::Interrupted);
+    }
+    if fds[1].revents != 0 {
         let mut drain = [0u8; 64];
         // SAFETY: reading into a live stack buffer of the stated length; the fd is non-blocking (Python requires it).
         while unsafe { libc::read(fds[1].fd, drain.as_mut_ptr().cast(), drain.len()) } > 0 {}

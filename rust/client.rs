@@ -12,8 +12,9 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::api::{self, ApiError, Reply, RuntimeApi, Wake};
+use crate::api::{self, ApiError, Interrupter, Reply, RuntimeApi, Wake};
 use crate::config::Endpoint;
+use crate::errors::Interrupted;
 use crate::http::Framing;
 use crate::invocation::InvocationMeta;
 use crate::json;
@@ -109,6 +110,7 @@ pub struct PyRuntimeClient {
     api: Mutex<RuntimeApi>,
     /// Read end of the `signal.set_wakeup_fd` pipe, or -1.
     wakeup_fd: AtomicI32,
+    interrupter: Interrupter,
 }
 
 fn poisoned<T>(_: T) -> PyErr {
@@ -150,6 +152,7 @@ impl PyRuntimeClient {
         Ok(Self {
             api: Mutex::new(RuntimeApi::new(endpoint, user_agent)),
             wakeup_fd: AtomicI32::new(-1),
+            interrupter: Interrupter::new().map_err(|e| PyRuntimeError::new_err(e.to_string()))?,
         })
     }
 
@@ -159,9 +162,16 @@ impl PyRuntimeClient {
         self.wakeup_fd.store(fd, Ordering::Relaxed);
     }
 
+    /// Ends a pending `next()` from another thread, and every later one, with `Interrupted`: how a Managed
+    /// Instances slot stops polling at shutdown.
+    fn interrupt(&self) {
+        self.interrupter.interrupt();
+    }
+
     /// `GET /next`: blocks, without a timeout, until Lambda hands over an invocation.
     fn next(&self, py: Python<'_>) -> PyResult<PyInvocation> {
         let wakeup = Some(self.wakeup_fd.load(Ordering::Relaxed)).filter(|fd| *fd >= 0);
+        let interrupt = Some(self.interrupter.fd());
         py.detach(|| {
             let mut guard = self.api.lock().map_err(poisoned)?;
             let api = &mut *guard;
@@ -171,8 +181,12 @@ impl PyRuntimeClient {
                     return Ok(());
                 }
                 loop {
-                    match api::wait_readable(fd, wakeup) {
+                    match api::wait_readable(fd, wakeup, interrupt) {
                         Ok(Wake::Ready) => return Ok(()),
+                        Ok(Wake::Interrupted) => {
+                            signal_error = Some(Interrupted::new_err("the slot was asked to stop polling"));
+                            return Err(ApiError::Interrupted);
+                        }
                         Ok(Wake::Signal) => {
                             #[expect(
                                 clippy::redundant_closure_for_method_calls,

@@ -25,6 +25,12 @@ create_exception!(
     SlipstreamError,
     "The environment does not describe a usable runtime."
 );
+create_exception!(
+    slipstream._native,
+    Interrupted,
+    SlipstreamError,
+    "A pending `next()` was ended by `interrupt()`."
+);
 
 impl From<ApiError> for PyErr {
     #[cold]
@@ -44,6 +50,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("SlipstreamError", py.get_type::<SlipstreamError>())?;
     m.add("RuntimeApiError", py.get_type::<RuntimeApiError>())?;
+    m.add("Interrupted", py.get_type::<Interrupted>())?;
     m.add("ConfigurationError", py.get_type::<ConfigurationError>())?;
     Ok(())
 }

@@ -38,6 +38,9 @@ def user_agent() -> str:
 class Runtime:
     """One execution environment's runtime: a client, a handler and the loop between them."""
 
+    # Whether an `async def` handler gets its own event loop (a Managed Instances slot shares one instead).
+    creates_loop = True
+
     def __init__(self, client: _native.RuntimeClient, handler: Handler) -> None:
         self.client = client
         self.handler = handler
@@ -46,8 +49,9 @@ class Runtime:
         self.shutdown_requested = False
         self.streams_to_argument = getattr(handler, "__slipstream_stream_response__", False)
         self._loop: Any = None
-        if is_async(handler):
-            self._loop = _new_event_loop()
+        if self.creates_loop and is_async(handler):
+            # Created during init, not on the first invocation: importing asyncio alone takes tens of ms.
+            self._loop = new_event_loop()
 
     def run_forever(self) -> NoReturn:
         client = self.client
@@ -62,45 +66,54 @@ class Runtime:
                 raise Shutdown
 
     def handle(self, invocation: _native.Invocation) -> None:
-        request_id = invocation.request_id
-        logs.set_request(request_id, invocation.tenant_id)
-        trace_id = invocation.trace_id
-        if trace_id is None:
-            os.environ.pop(_TRACE_ENV, None)
-        else:
-            os.environ[_TRACE_ENV] = trace_id
-
+        """Runs one invocation to its end: a response, a stream or an error reaches the Runtime API."""
         try:
-            context = _make_context(invocation)
-            try:
-                event = invocation.event()
-            except ValueError as exc:
-                raise _fault("UNMARSHAL_ERROR", f"Unable to unmarshal input: {exc}") from None
+            event, context = self.begin(invocation)
             if self.streams_to_argument:
                 self.stream(invocation, lambda stream: self._await(self.handler(event, stream, context)))
                 return
             result = self.handler(event, context)
             if self._loop is not None or _is_awaitable(result):
                 result = self._await(result)
-            if type(result) not in _DOCUMENT_TYPES:
-                from slipstream import streaming
-
-                if streaming.is_streamed_result(result):
-                    self.stream(invocation, lambda stream: streaming.send(stream, result, self._await))
-                    return
-            try:
-                status, body = self.client.post_response(
-                    request_id, invocation.invocation_id, result, self.ensure_ascii
-                )
-            except _native.MarshalError as exc:
-                raise _fault("MARSHAL_ERROR", f"Unable to marshal response: {exc}") from None
+            self.complete(invocation, result)
         except Exception as exc:
             self.report_error(invocation, exc)
-            return
         except SystemExit as exc:
             # awslambdaric dies here without answering; answer first so the caller sees why, then exit as asked.
             self.report_error(invocation, exc)
             raise
+
+    def begin(self, invocation: _native.Invocation) -> tuple[Any, LambdaContext]:
+        """Makes the invocation current (logs, trace id) and builds the handler's arguments."""
+        logs.set_request(invocation.request_id, invocation.tenant_id)
+        self.set_trace_id(invocation.trace_id)
+        context = _make_context(invocation)
+        try:
+            event = invocation.event()
+        except ValueError as exc:
+            raise _fault("UNMARSHAL_ERROR", f"Unable to unmarshal input: {exc}") from None
+        return event, context
+
+    def set_trace_id(self, trace_id: str | None) -> None:
+        if trace_id is None:
+            os.environ.pop(_TRACE_ENV, None)
+        else:
+            os.environ[_TRACE_ENV] = trace_id
+
+    def complete(self, invocation: _native.Invocation, result: Any) -> None:
+        """Sends a handler's result: streamed when it is a stream, otherwise encoded as one document."""
+        if type(result) not in _DOCUMENT_TYPES:
+            from slipstream import streaming
+
+            if streaming.is_streamed_result(result):
+                self.stream(invocation, lambda stream: streaming.send(stream, result, self._await))
+                return
+        try:
+            status, body = self.client.post_response(
+                invocation.request_id, invocation.invocation_id, result, self.ensure_ascii
+            )
+        except _native.MarshalError as exc:
+            raise _fault("MARSHAL_ERROR", f"Unable to marshal response: {exc}") from None
         if status >= 300:
             self.rejected_response(invocation, status, body)
 
@@ -137,7 +150,7 @@ class Runtime:
 
     def _await(self, result: Any) -> Any:
         if self._loop is None:
-            self._loop = _new_event_loop()
+            self._loop = new_event_loop()
         if not _is_awaitable(result):
             return result
         return self._loop.run_until_complete(result)
@@ -147,7 +160,7 @@ def _is_awaitable(value: object) -> bool:
     return hasattr(type(value), "__await__")
 
 
-def _new_event_loop() -> Any:
+def new_event_loop() -> Any:
     try:
         import uvloop
 
@@ -244,7 +257,7 @@ def _snapshot_hooks() -> tuple[list[Any], list[Any]]:
     return snapshot_restore_py.get_before_snapshot(), snapshot_restore_py.get_after_restore()
 
 
-def _install_sigterm(runtime: Runtime) -> int:
+def install_sigterm(runtime: Runtime) -> int:
     """SIGTERM ends a pending `/next` at once (awslambdaric cannot: issue #105 there): the interpreter's C handler
     writes to the wake-up pipe the core polls beside the socket. A handler the user registered runs first."""
     import _signal
@@ -275,6 +288,17 @@ def main(argv: list[str]) -> int:
     handler_name = argv[1]
     logs.setup()
 
+    max_concurrency = os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY")
+    if max_concurrency:
+        from slipstream import concurrency
+
+        try:
+            count = concurrency.parse_max_concurrency(max_concurrency)
+        except ValueError as exc:
+            logs.diag(str(exc))
+            return 1
+        return concurrency.run(handler_name, count)
+
     try:
         client = _native.RuntimeClient(user_agent())
     except _native.ConfigurationError as exc:
@@ -284,7 +308,7 @@ def main(argv: list[str]) -> int:
     try:
         handler = load_handler(handler_name)
     except Exception as exc:
-        return _report_init_failure(client, exc)
+        return report_init_failure(client, exc)
 
     if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
         code = _snap_start(client)
@@ -292,7 +316,7 @@ def main(argv: list[str]) -> int:
             return code
 
     runtime = Runtime(client, handler)
-    client.set_wakeup_fd(_install_sigterm(runtime))
+    client.set_wakeup_fd(install_sigterm(runtime))
     try:
         runtime.run_forever()
     except Shutdown:
@@ -303,7 +327,7 @@ def main(argv: list[str]) -> int:
         return 1
 
 
-def _report_init_failure(client: _native.RuntimeClient, exc: Exception) -> int:
+def report_init_failure(client: _native.RuntimeClient, exc: Exception) -> int:
     try:
         _init_error(client, exc)
     except _native.RuntimeApiError as api_exc:

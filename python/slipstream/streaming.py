@@ -181,14 +181,14 @@ def send(stream: ResponseStream, result: Any, run_async: Callable[[Any], Any]) -
     if isinstance(body, (bytes, bytearray, str)):
         stream.write(body)
     elif hasattr(type(body), "__anext__") or hasattr(type(body), "__aiter__"):
-        run_async(_send_async(stream, body))
+        run_async(send_async(stream, body))
     else:
         for chunk in body:
             stream.write(chunk)
     stream.close()
 
 
-async def _send_async(stream: ResponseStream, body: AsyncIterable[Chunk]) -> None:
+async def send_async(stream: ResponseStream, body: AsyncIterable[Chunk]) -> None:
     async for chunk in body:
         await stream.awrite(chunk)
 
@@ -212,3 +212,19 @@ def run(
         else:
             report_error(exc)
 
+
+
+async def run_async(stream: ResponseStream, produce: Any, report_error: Callable[[BaseException], None]) -> None:
+    """`run` for a slot of a shared event loop: `produce` is the awaitable that writes to `stream`."""
+    try:
+        await produce
+        stream.close()
+    except _native.ResponseTooLarge as exc:
+        logs.diag(str(exc), stream.request_id)
+    except _native.RuntimeApiError as exc:
+        logs.diag(f"the streamed response was cut off: {exc}", stream.request_id)
+    except Exception as exc:
+        if stream.started:
+            stream.fail(exc)
+        else:
+            report_error(exc)
