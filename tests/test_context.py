@@ -21,8 +21,14 @@ CASES: list[tuple[Any, ...]] = [
         "arn:aws:lambda:eu-west-1:123:function:f:live",
         "tenant-7",
     ),
-    ("rid", {"custom": {"x": 1}, "w3c": {"traceparent": "00-a-b-01", "tracestate": "k=v", "bad": "no", "baggage": 3}},
-     None, 1, "arn", None),
+    (
+        "rid",
+        {"custom": {"x": 1}, "w3c": {"traceparent": "00-a-b-01", "tracestate": "k=v", "bad": "no", "baggage": 3}},
+        None,
+        1,
+        "arn",
+        None,
+    ),
     ("rid", {"client": None}, {}, 5, None, ""),
 ]
 
@@ -42,8 +48,14 @@ def test_context_matches_awslambdaric(args: tuple[Any, ...]) -> None:
     ours = LambdaContext(*args)
     assert repr(ours) == repr(theirs)
     for name in [
-        "aws_request_id", "log_group_name", "log_stream_name", "function_name", "memory_limit_in_mb",
-        "function_version", "invoked_function_arn", "tenant_id",
+        "aws_request_id",
+        "log_group_name",
+        "log_stream_name",
+        "function_name",
+        "memory_limit_in_mb",
+        "function_version",
+        "invoked_function_arn",
+        "tenant_id",
     ]:
         assert getattr(ours, name) == getattr(theirs, name), name
     assert repr(ours.identity) == repr(theirs.identity)

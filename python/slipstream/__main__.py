@@ -7,7 +7,7 @@ def _run() -> int:
     if len(sys.argv) > 1 and sys.argv[1] in {"demo", "bench", "emulator", "snapshot", "help", "--help", "-h"}:
         from slipstream.cli import main as cli_main
 
-        return cli_main(sys.argv[1:])
+        return int(cli_main(sys.argv[1:]))
     from slipstream.runtime import main
 
     return main(sys.argv)

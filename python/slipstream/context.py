@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms): mypy reads it the same way
 if TYPE_CHECKING:
     from typing import Any
@@ -31,7 +32,7 @@ class CognitoIdentity:
 class Client:
     """The mobile client application that invoked the function."""
 
-    __slots__ = ["installation_id", "app_title", "app_version_name", "app_version_code", "app_package_name"]
+    __slots__ = ["app_package_name", "app_title", "app_version_code", "app_version_name", "installation_id"]
 
     def __init__(self) -> None:
         self.installation_id: Any = None
@@ -51,7 +52,7 @@ class Client:
 class ClientContext:
     """The client context a mobile SDK caller sent."""
 
-    __slots__ = ["custom", "env", "client"]
+    __slots__ = ["client", "custom", "env"]
 
     def __init__(self) -> None:
         self.custom: Any = None
@@ -119,7 +120,7 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds left before the invocation times out, never below 0."""
-        return max(self._epoch_deadline_time_in_ms - int(round(time.time() * 1000)), 0)
+        return max(self._epoch_deadline_time_in_ms - round(time.time() * 1000), 0)
 
     def log(self, msg: object) -> None:
         """Writes `str(msg)` to the function's log as it is, with no level or request id."""

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import linecache
 import os
-import sys
+
+from slipstream import _native
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms): mypy reads it the same way
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any
-
-from slipstream import _native
 
 # The errorType values the runtime itself reports.
 MALFORMED_HANDLER_NAME = "Runtime.MalformedHandlerName"
@@ -125,9 +125,3 @@ def encode(document: dict[str, Any]) -> bytes:
 def encode_xray_cause(cause: dict[str, Any]) -> str:
     text = encode(cause).decode()
     return "" if len(text) >= XRAY_CAUSE_LIMIT else text
-
-
-def current_exception() -> BaseException:
-    exc = sys.exc_info()[1]
-    assert exc is not None, "called outside an except block"
-    return exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+
 from slipstream import _native, logs
 from slipstream.context import LambdaContext
 from slipstream.handler import is_async, load_handler
@@ -140,7 +141,9 @@ class Runtime:
             # awslambdaric exits on a 413; the invocation gets a clean error instead and the runtime goes on.
             from slipstream import errors
 
-            logs.diag("response too large for the Runtime API (413), reporting Function.ResponseSizeTooLarge", request_id)
+            logs.diag(
+                "response too large for the Runtime API (413), reporting Function.ResponseSizeTooLarge", request_id
+            )
             message = "Response payload size exceeded maximum allowed payload size (6291556 bytes)."
             self.report_error(invocation, errors.FaultException(errors.RESPONSE_SIZE_TOO_LARGE, message))
         elif status == 410:

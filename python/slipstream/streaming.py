@@ -18,10 +18,10 @@ from slipstream import _native, logs
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms): mypy reads it the same way
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Iterable
-    from typing import Any, TypeVar, Union
+    from typing import Any, TypeVar
 
-    Chunk = Union[bytes, bytearray, str]
-    Body = Union[Chunk, Iterable[Chunk], AsyncIterable[Chunk]]
+    Chunk = bytes | bytearray | str
+    Body = Chunk | Iterable[Chunk] | AsyncIterable[Chunk]
     F = TypeVar("F", bound=Callable[..., Any])
 
 HTTP_INTEGRATION_CONTENT_TYPE = "application/vnd.awslambda.http-integration-response"
@@ -30,7 +30,6 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _PRELUDE_DELIMITER = b"\0" * 8
 # Marks a handler decorated with `stream_response`.
 STREAMING_ATTRIBUTE = "__slipstream_stream_response__"
-
 
 
 def stream_response(handler: F) -> F:
@@ -118,9 +117,9 @@ class ResponseStream:
         if self._native is None:
             self._open()
         self._ended = True
-        assert self._native is not None
-        if not self._native.closed:
-            status, body = self._native.finish()
+        stream = self._native
+        if stream is not None and not stream.closed:
+            status, body = stream.finish()
             _check_reply(status, body, self._request_id)
 
     def fail(self, exc: BaseException) -> None:
@@ -130,9 +129,9 @@ class ResponseStream:
         self._ended = True
         error, _ = errors.error_from_exception(exc, self._request_id)
         logs.log_uncaught_error(error)
-        assert self._native is not None
-        if not self._native.closed:
-            status, body = self._native.fail(trailer_error_type(exc, error["errorType"]), errors.encode(error))
+        stream = self._native
+        if stream is not None and not stream.closed:
+            status, body = stream.fail(trailer_error_type(exc, error["errorType"]), errors.encode(error))
             _check_reply(status, body, self._request_id)
 
     def _check_not_started(self) -> None:
@@ -193,9 +192,7 @@ async def send_async(stream: ResponseStream, body: AsyncIterable[Chunk]) -> None
         await stream.awrite(chunk)
 
 
-def run(
-    stream: ResponseStream, produce: Callable[[], None], report_error: Callable[[BaseException], None]
-) -> None:
+def run(stream: ResponseStream, produce: Callable[[], None], report_error: Callable[[BaseException], None]) -> None:
     """Runs `produce` (which writes to `stream`) and ends the invocation whatever happens: an error before the
     first byte goes to `/error`, after it into the trailers; a lost connection or the size limit ends only this
     invocation."""
@@ -211,7 +208,6 @@ def run(
             stream.fail(exc)
         else:
             report_error(exc)
-
 
 
 async def run_async(stream: ResponseStream, produce: Any, report_error: Callable[[BaseException], None]) -> None:

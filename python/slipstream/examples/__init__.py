@@ -1,0 +1,1 @@
+"""Example handlers: what `slipstream demo` runs."""
