@@ -12,6 +12,8 @@ help: ## list the targets
 $(BIN)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	# cargo-lambda's emulator for the drift check: a binary wheel whose Python dependencies are not needed here.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps cargo-lambda==1.9.2
 	touch $@
 
 install: $(BIN)/.installed ## create .venv with the pinned tools
