@@ -1,13 +1,13 @@
-"""What a function's logs look like: awslambdaric 4.2.2's record formats, sinks and framing, byte for byte.
+"""A function's logs as awslambdaric 4.2.2 writes them: formats, sinks and framing, byte for byte.
 
-Two sinks, as awslambdaric has them: the telemetry fd named by `_LAMBDA_TELEMETRY_LOG_FD`, where each record is one
-frame (a 16-byte big-endian header, then the UTF-8 payload), or `sys.stdout` when there is no fd.
+Two sinks, as awslambdaric has them: the telemetry fd named by `_LAMBDA_TELEMETRY_LOG_FD`, where
+each record is one frame (a 16-byte big-endian header, then the UTF-8 payload), or `sys.stdout`.
 
-Start-up cost decides the shape of this module. `logging` costs about 14 ms to import and `json` about 9 ms, more
-than the whole cold-start budget, so neither is imported here at module level. The root logger is configured the
-moment user code first imports `logging` (a one-shot `sys.meta_path` hook), and `json` is imported when a JSON
-record is first written. The runtime's own records (uncaught errors, the init warning, `context.log`) are formatted
-here directly, so they never need `logging`.
+Start-up cost decides the shape of this module. Importing `logging` costs 11-14 ms and `json` about
+9 ms, more than the whole cold-start budget, so neither is imported here at module level. The root
+logger is configured the moment user code first imports `logging` (a one-shot `sys.meta_path`
+hook), and `json` is imported when a JSON record is first written. The runtime's own records
+(uncaught errors, the init warning, `context.log`) are formatted here, so they never need `logging`.
 """
 
 import io
@@ -34,14 +34,16 @@ _TEXT_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 # awslambdaric's JSON timestamps have whole seconds only (its issue #156).
 _JSON_DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
-# Indexed by `_level_index`: awslambdaric names and frames every level by the standard level at or below it.
+# Indexed by `_level_index`: awslambdaric names and frames every level by the standard level at or
+# below it.
 _LEVEL_NAMES = ("NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _WARNING = 3
 _ERROR = 4
 
 
 def _frame_types(base: int) -> tuple[bytes, ...]:
-    # Frame type = 0xA55A0000 | level << 2 | 0b10 | text bit; levels 2..6 are DEBUG..FATAL (runtime-api.md §6.1).
+    # Frame type = 0xA55A0000 | level << 2 | 0b10 | text bit; levels 2..6 are DEBUG..FATAL
+    # (runtime-api.md §6.1).
     return tuple((base | level << 2).to_bytes(4, "big") for level in (0, 2, 3, 4, 5, 6))
 
 
@@ -49,43 +51,51 @@ _TEXT_FRAMES = _frame_types(0xA55A0003)
 _JSON_FRAMES = _frame_types(0xA55A0002)
 _UNTAGGED = _TEXT_FRAMES[0]
 
-# The names `AWS_LAMBDA_LOG_LEVEL` may hold, as Python's logging knows them before user code adds any.
-_LEVELS = {"CRITICAL": 50, "FATAL": 50, "ERROR": 40, "WARN": 30, "WARNING": 30, "INFO": 20, "DEBUG": 10, "NOTSET": 0}
+# The names `AWS_LAMBDA_LOG_LEVEL` may hold, as Python's logging knows them before user code adds
+# any.
+_LEVELS = {
+    "CRITICAL": 50, "FATAL": 50, "ERROR": 40, "WARN": 30, "WARNING": 30,
+    "INFO": 20, "DEBUG": 10, "NOTSET": 0,
+}  # fmt: skip
 
-# Record attributes that never become JSON keys. `asctime`, `taskName` and `tenantId` are absent on purpose:
-# awslambdaric 4.2.2 copies them when a record carries them.
+# Record attributes that never become JSON keys. `asctime`, `taskName` and `tenantId` are absent on
+# purpose: awslambdaric 4.2.2 copies them when a record carries them.
 _RESERVED = frozenset(
     (
-        "name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module", "exc_info", "exc_text",
-        "stack_info", "lineno", "funcName", "created", "msecs", "relativeCreated", "thread", "threadName",
-        "processName", "process", "message", "aws_request_id", "tenant_id", "_frame_type", "timestamp", "level",
-        "logger", "stackTrace", "errorType", "errorMessage", "requestId", "location",
+        "name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module",
+        "exc_info", "exc_text", "stack_info", "lineno", "funcName", "created", "msecs",
+        "relativeCreated", "thread", "threadName", "processName", "process", "message",
+        "aws_request_id", "tenant_id", "_frame_type", "timestamp", "level", "logger",
+        "stackTrace", "errorType", "errorMessage", "requestId", "location",
     )
 )  # fmt: skip
 
-# The text and its trailing carriage return are awslambdaric's, logged before every init error report.
+# The text and its trailing carriage return are awslambdaric's, logged before every init error
+# report.
 _INIT_WARNING = (
-    "LAMBDA_WARNING: Unhandled exception. The most likely cause is an issue in the function code. However, in rare "
-    "cases, a Lambda runtime update can cause unexpected function behavior. For functions using managed runtimes, "
-    "runtime updates can be triggered by a function change, or can be applied automatically. To determine if the "
-    "runtime has been updated, check the runtime version in the INIT_START log entry. If this error correlates with "
-    "a change in the runtime version, you may be able to mitigate this error by temporarily rolling back to the "
-    "previous runtime version. For more information, see https://docs.aws.amazon.com/lambda/latest/dg/"
-    "runtimes-update.html\r"
+    "LAMBDA_WARNING: Unhandled exception. The most likely cause is an issue in the function "
+    "code. However, in rare cases, a Lambda runtime update can cause unexpected function "
+    "behavior. For functions using managed runtimes, runtime updates can be triggered by a "
+    "function change, or can be applied automatically. To determine if the runtime has been "
+    "updated, check the runtime version in the INIT_START log entry. If this error correlates "
+    "with a change in the runtime version, you may be able to mitigate this error by "
+    "temporarily rolling back to the previous runtime version. For more information, see "
+    "https://docs.aws.amazon.com/lambda/latest/dg/runtimes-update.html\r"
 )
 
 # Settings read once by `setup`.
 _json_format = False
-# Frames carry the record's level in JSON, or in text once AWS_LAMBDA_LOG_LEVEL is set (awslambdaric's rule).
+# Frames carry the record's level in JSON, or in text once AWS_LAMBDA_LOG_LEVEL is set
+# (awslambdaric's rule).
 _tagged = False
 _root_level: int | None = None
 _fd = -1
 _ready = False
 _hook: "_LoggingHook | None" = None
 
-# (request id, tenant id, name of the asyncio task that started the invocation). A context variable keeps
-# concurrent invocations apart; threads user code starts have an empty context and see the latest invocation,
-# as they do under awslambdaric's process-wide globals.
+# (request id, tenant id, name of the asyncio task that started the invocation). A context variable
+# keeps concurrent invocations apart; threads user code starts have an empty context and see the
+# latest invocation, as they do under awslambdaric's process-wide globals.
 _latest: tuple[str, str | None, str | None] = ("", None, None)
 _request: ContextVar[tuple[str, str | None, str | None]] = ContextVar("slipstream_request")
 # From 3.12 records carry the running asyncio task's name, and awslambdaric copies it into JSON.
@@ -93,7 +103,7 @@ _TASK_NAMES = sys.version_info >= (3, 12)
 
 
 def setup() -> None:
-    """Reads the log settings, opens the telemetry fd, unbuffers stdout/stderr and arranges the root logger."""
+    """Reads the log settings, opens the telemetry fd, unbuffers stdout/stderr, arranges logging."""
     global _json_format, _tagged, _root_level, _fd, _ready, _hook
     if _ready:
         return
@@ -102,10 +112,12 @@ def setup() -> None:
     _json_format = environ.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
     level = environ.get("AWS_LAMBDA_LOG_LEVEL", "")
     _tagged = _json_format or bool(level)
-    # The TRACE alias is matched before upper-casing, so `trace` is ignored as awslambdaric ignores it.
+    # The TRACE alias is matched before upper-casing, so `trace` is ignored as awslambdaric ignores
+    # it.
     _root_level = _LEVELS.get("DEBUG" if level == "TRACE" else level.upper())
 
-    # Removed, as awslambdaric does, so that processes user code starts do not write frames of their own.
+    # Removed, as awslambdaric does, so that processes user code starts do not write frames of their
+    # own.
     fd = environ.pop("_LAMBDA_TELEMETRY_LOG_FD", None)
     if fd is not None:
         try:
@@ -126,29 +138,32 @@ def setup() -> None:
 
 
 def set_request(request_id: str, tenant_id: str | None) -> None:
-    """Makes an invocation current for the records of this context (and of threads with no context of their own).
+    """Makes an invocation current for this context's records, and for threads without a context.
 
-    Call it from inside the invocation's asyncio task, if it has one: on Python 3.12+ that task's name is then
-    kept out of JSON records, as no task runs user code under awslambdaric.
+    Call it from inside the invocation's asyncio task, if it has one: on Python 3.12+ that task's
+    name is then kept out of JSON records, as no task runs user code under awslambdaric.
     """
     global _latest
     _latest = (request_id, tenant_id, _current_task_name() if _TASK_NAMES else None)
     _request.set(_latest)
     if _hook is not None and "logging" in sys.modules:
-        # Something imported logging without the hook seeing it (a finder ahead of it on sys.meta_path).
+        # Something imported logging without the hook seeing it (a finder ahead of it on
+        # sys.meta_path).
         _configure_logging()
 
 
 def log_uncaught_error(error: dict[str, object]) -> None:
-    """Writes the record awslambdaric writes before it reports an error (`errorMessage`, `errorType`, ...)."""
+    """Writes the record awslambdaric writes before it reports an error to the Runtime API."""
     if _json_format:
-        document = {"timestamp": time.strftime(_JSON_DATE_FORMAT, time.gmtime()), "level": "ERROR", **error}
+        timestamp = time.strftime(_JSON_DATE_FORMAT, time.gmtime())
+        document = {"timestamp": timestamp, "level": "ERROR", **error}
         # Unlike log records this is ASCII-escaped, and a frame of it carries no newline.
         payload = _json().dumps(document)
         _write(payload if _fd >= 0 else payload + "\n", _JSON_FRAMES[_ERROR])
         return
 
-    summary = ": ".join(str(part) for part in (error.get("errorType"), error.get("errorMessage")) if part)
+    parts = (error.get("errorType"), error.get("errorMessage"))
+    summary = ": ".join(str(part) for part in parts if part)
     lines = ["[ERROR] " + summary if summary else "[ERROR]"]
     stack = error.get("stackTrace")
     if stack is not None:
@@ -161,14 +176,16 @@ def log_uncaught_error(error: dict[str, object]) -> None:
     if _fd >= 0:
         _write("\n".join(lines), _TEXT_FRAMES[_ERROR])
     else:
-        # Carriage returns keep the whole error in one CloudWatch event, which splits stdout at newlines.
+        # Carriage returns keep the whole error in one CloudWatch event, which splits stdout at
+        # newlines.
         sys.stdout.write("\r".join(lines) + "\n")
 
 
 def log_init_warning() -> None:
-    """Logs awslambdaric's `LAMBDA_WARNING` hint, as its `logging.warning` call would, before an init error."""
+    """Logs the `LAMBDA_WARNING` hint before an init error, as awslambdaric's `logging.warning`."""
     if "logging" in sys.modules:
-        # User code may have changed levels, handlers or formats: honour them as awslambdaric's call does.
+        # User code may have changed levels, handlers or formats: honour them as awslambdaric's call
+        # does.
         if _hook is not None:
             _configure_logging()
         import logging
@@ -182,7 +199,7 @@ def log_init_warning() -> None:
     request_id, tenant_id, _ = _current()
     if _json_format:
         timestamp = time.strftime(_JSON_DATE_FORMAT, time.gmtime(created))
-        payload = _json_record(timestamp, _WARNING, _INIT_WARNING, "root", request_id, tenant_id, None, None, ())
+        payload = _json_record(timestamp, _WARNING, _INIT_WARNING, "root", request_id, tenant_id)
         _write(payload, _JSON_FRAMES[_WARNING])
         return
     fields = {
@@ -196,17 +213,18 @@ def log_init_warning() -> None:
 
 
 def context_log(message: str) -> None:
-    """What `LambdaContext.log` writes: the message as it is, in an untagged text frame even in JSON mode."""
+    """What `LambdaContext.log` writes: the message as it is, untagged text even in JSON mode."""
     _write(message, _UNTAGGED)
 
 
 def diag(message: str, request_id: str | None = None) -> None:
-    """The runtime's own one-line diagnostics, straight to fd 2 so that redirecting `sys.stderr` cannot hide them."""
+    """The runtime's own one-line diagnostics, written to fd 2 past any redirected `sys.stderr`."""
     prefix = "slipstream: " if request_id is None else f"slipstream: [{request_id}] "
+    line = prefix + " ".join(message.splitlines()) + "\n"
     try:
-        _write_all(2, (prefix + " ".join(message.splitlines()) + "\n").encode("utf-8", "backslashreplace"))
+        _write_all(2, line.encode("utf-8", "backslashreplace"))
     except OSError:
-        pass  # with fd 2 closed there is nowhere left to say it, and a diagnostic must not stop the runtime
+        pass  # with fd 2 closed there is nowhere to say it; a diagnostic must not stop the runtime
 
 
 def _current() -> tuple[str, str | None, str | None]:
@@ -233,26 +251,28 @@ def _level_index(levelno: int) -> int:
 
 def _write(payload: str, frame_type: bytes) -> None:
     if _fd < 0:
-        # Looked up on every write: awslambdaric's stdout sink follows `contextlib.redirect_stdout` too.
+        # Looked up on every write: awslambdaric's stdout sink follows `contextlib.redirect_stdout`
+        # too.
         sys.stdout.write(payload)
         return
     data = payload.encode("utf-8")
-    timestamp = time.time_ns() // 1000
-    _write_all(_fd, b"".join((frame_type, len(data).to_bytes(4, "big"), timestamp.to_bytes(8, "big"), data)))
+    header = frame_type + len(data).to_bytes(4, "big") + (time.time_ns() // 1000).to_bytes(8, "big")
+    _write_all(_fd, header + data)
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    # One write(2) per frame keeps frames whole; the loop only matters if a signal interrupts a large write.
+    # One write(2) per frame keeps frames whole; the loop only matters if a signal interrupts a
+    # large write.
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
 
 
 def _unbuffered(stream: "TextIO | None") -> "TextIO | None":
-    """A stream on the same fd whose every write is one write(2), as awslambdaric's flushing wrapper behaves.
+    """A stream on the same fd whose every write is one write(2), as awslambdaric's wrapper does.
 
-    It is built the way `python -u` builds sys.stdout: write-through text over an unbuffered FileIO, so writes to
-    `sys.stdout.buffer` reach the fd at once too.
+    It is built the way `python -u` builds sys.stdout: write-through text over an unbuffered FileIO,
+    so writes to `sys.stdout.buffer` reach the fd at once too.
     """
     if stream is None:
         return None
@@ -263,8 +283,10 @@ def _unbuffered(stream: "TextIO | None") -> "TextIO | None":
     stream.flush()
     raw = io.FileIO(fd, "w", closefd=False)
     raw.name = stream.name
-    text = io.TextIOWrapper(raw, encoding=stream.encoding, errors=stream.errors, newline="\n", write_through=True)
-    text.mode = "w"  # type: ignore[misc]  # read-only in the stub; CPython sets it on its own stdio the same way
+    encoding, errors = stream.encoding, stream.errors
+    text = io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline="\n", write_through=True)
+    # Read-only in the stub; CPython sets it on its own stdio streams the same way.
+    text.mode = "w"  # type: ignore[misc]
     return text
 
 
@@ -281,9 +303,9 @@ def _json_record(
     logger: str,
     request_id: object,
     tenant_id: object,
-    exception: "tuple[list[str], str, str] | None",
-    location: str | None,
-    extras: "Iterable[tuple[str, object]]",
+    exception: "tuple[list[str], str, str] | None" = None,
+    location: str | None = None,
+    extras: "Iterable[tuple[str, object]]" = (),
 ) -> str:
     """One JSON record in awslambdaric's key order, with None-valued keys left out."""
     document: dict[str, object] = {
@@ -307,7 +329,7 @@ def _json_record(
 
 
 class _LoggingHook:
-    """A one-shot `sys.meta_path` finder: configures `logging` right after its module body has run."""
+    """A one-shot `sys.meta_path` finder: configures `logging` right after its body has run."""
 
     def __init__(self) -> None:
         self.searching = False
@@ -340,7 +362,8 @@ class _ConfiguringLoader(_LoaderBase):
         self.loader = loader
 
     def __getattr__(self, name: str) -> object:
-        # Code that inspects the spec before the import (get_source, resource readers) sees the real loader.
+        # Code that inspects the spec before the import (get_source, resource readers) sees the real
+        # loader.
         return getattr(self.loader, name)
 
     def create_module(self, spec: "ModuleSpec") -> "ModuleType | None":
@@ -348,7 +371,8 @@ class _ConfiguringLoader(_LoaderBase):
         return None if create_module is None else create_module(spec)
 
     def exec_module(self, module: "ModuleType") -> None:
-        # The module keeps the real loader (for get_source, reloads, ...): this one is only a trigger.
+        # The module keeps the real loader (for get_source, reloads, ...): this one is only a
+        # trigger.
         module.__loader__ = self.loader
         if module.__spec__ is not None:
             module.__spec__.loader = self.loader
@@ -363,7 +387,7 @@ class _ConfiguringLoader(_LoaderBase):
 
 
 def _configure_logging() -> None:
-    """Gives the root logger awslambdaric's handler, filter, formatter and level, and UTC timestamps everywhere."""
+    """Gives the root logger awslambdaric's handler, filter, formatter and level; UTC everywhere."""
     global _hook
     if _hook is not None:
         if _hook in sys.meta_path:
@@ -371,7 +395,8 @@ def _configure_logging() -> None:
         _hook = None
     import logging
 
-    # Class names are awslambdaric's: libraries such as Datadog's find the runtime's handler by its class name.
+    # Class names are awslambdaric's: libraries such as Datadog's find the runtime's handler by its
+    # class name.
     class LambdaLoggerFilter(logging.Filter):
         __qualname__ = "LambdaLoggerFilter"
 
@@ -383,7 +408,8 @@ def _configure_logging() -> None:
     class LambdaLoggerHandler(logging.Handler):
         __qualname__ = "LambdaLoggerHandler"
 
-        # NOTE: no handleError, in both handlers: awslambdaric lets a failing record raise into the caller.
+        # NOTE: no handleError, in both handlers: awslambdaric lets a failing record raise into the
+        # caller.
         def emit(self, record: logging.LogRecord) -> None:
             _write(self.format(record), _UNTAGGED)
 
@@ -392,9 +418,10 @@ def _configure_logging() -> None:
 
         def emit(self, record: logging.LogRecord) -> None:
             payload = self.format(record)
-            # The JSON formatter leaves its frame type on the record; any other formatter gets the text type.
-            frame_type = record.__dict__.get("_frame_type") or _TEXT_FRAMES[_level_index(record.levelno)]
-            _write(payload, frame_type)
+            # The JSON formatter leaves its frame type on the record; any other formatter gets the
+            # text type.
+            frame_type = record.__dict__.get("_frame_type")
+            _write(payload, frame_type or _TEXT_FRAMES[_level_index(record.levelno)])
 
     class JsonFormatter(logging.Formatter):
         __qualname__ = "JsonFormatter"
@@ -406,14 +433,17 @@ def _configure_logging() -> None:
             level = _level_index(record.levelno)
             record.__dict__["_frame_type"] = _JSON_FRAMES[level]
             # A dict logged without arguments stays a JSON object (awslambdaric 4.2).
-            message = record.msg if isinstance(record.msg, dict) and not record.args else record.getMessage()
+            message = record.msg
+            if not isinstance(message, dict) or record.args:
+                message = record.getMessage()
             exception = location = None
             if record.exc_info:
                 import traceback
 
                 error_type, error, tb = record.exc_info
                 stack = traceback.format_tb(tb)
-                # exc_info=True outside an except clause raises AttributeError here, as awslambdaric does.
+                # exc_info=True outside an except clause raises AttributeError here, as awslambdaric
+                # does.
                 exception = (stack, error_type.__name__, str(error))  # type: ignore[union-attr]
                 location = f"{record.pathname}:{record.funcName}:{record.lineno}"
             invocation_task = _current()[2]
@@ -435,7 +465,10 @@ def _configure_logging() -> None:
 
     logging.Formatter.converter = time.gmtime
     handler = LambdaLoggerHandlerWithFrameType() if _tagged else LambdaLoggerHandler()
-    handler.setFormatter(JsonFormatter() if _json_format else logging.Formatter(_TEXT_FORMAT, _TEXT_DATE_FORMAT))
+    if _json_format:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(_TEXT_FORMAT, _TEXT_DATE_FORMAT))
     handler.addFilter(LambdaLoggerFilter())
     root = logging.getLogger()
     root.addHandler(handler)
