@@ -545,8 +545,9 @@ ERROR_CASES = """
 CASES = [
     {"errorMessage": "m", "errorType": "T", "requestId": "r", "stackTrace": []},
     {"errorMessage": "multi\\nline\\r\\nmsg é", "errorType": "T", "requestId": "", "stackTrace": [
-        "  File \\"x\\", line 1, in f\\n    code\\n", "  no newline", "\\n\\n  after blank\\n", "\\tTab\\n  \\t mixed\\n",
-        "trailing spaces  \\n", "   a\\n   b\\n\\n", "a\\rb\\n", "c\\u2028d\\x0be", "    ", " \\u00a0 x", "x\\r\\ny",
+        "  File \\"x\\", line 1, in f\\n    code\\n", "  no newline", "\\n\\n  after blank\\n",
+        "\\tTab\\n  \\t mixed\\n", "trailing spaces  \\n", "   a\\n   b\\n\\n", "a\\rb\\n",
+        "c\\u2028d\\x0be", "    ", " \\u00a0 x", "x\\r\\ny",
     ]},
     {"errorType": "T", "errorMessage": "reordered", "stackTrace": ["  x\\n"], "requestId": "r", "extra": "é"},
     {"errorMessage": "", "errorType": "", "requestId": "", "stackTrace": [" x"]},
