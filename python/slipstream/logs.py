@@ -51,8 +51,7 @@ _TEXT_FRAMES = _frame_types(0xA55A0003)
 _JSON_FRAMES = _frame_types(0xA55A0002)
 _UNTAGGED = _TEXT_FRAMES[0]
 
-# The names `AWS_LAMBDA_LOG_LEVEL` may hold, as Python's logging knows them before user code adds
-# any.
+# The level names `AWS_LAMBDA_LOG_LEVEL` may hold: Python's, before user code adds any.
 _LEVELS = {
     "CRITICAL": 50, "FATAL": 50, "ERROR": 40, "WARN": 30, "WARNING": 30,
     "INFO": 20, "DEBUG": 10, "NOTSET": 0,
@@ -70,8 +69,7 @@ _RESERVED = frozenset(
     )
 )  # fmt: skip
 
-# The text and its trailing carriage return are awslambdaric's, logged before every init error
-# report.
+# awslambdaric's text, trailing carriage return included, logged before each init error report.
 _INIT_WARNING = (
     "LAMBDA_WARNING: Unhandled exception. The most likely cause is an issue in the function "
     "code. However, in rare cases, a Lambda runtime update can cause unexpected function "
@@ -85,8 +83,8 @@ _INIT_WARNING = (
 
 # Settings read once by `setup`.
 _json_format = False
-# Frames carry the record's level in JSON, or in text once AWS_LAMBDA_LOG_LEVEL is set
-# (awslambdaric's rule).
+# awslambdaric's rule: frames carry the record's level in JSON, and in text once
+# AWS_LAMBDA_LOG_LEVEL is set.
 _tagged = False
 _root_level: int | None = None
 _fd = -1
@@ -112,17 +110,16 @@ def setup() -> None:
     _json_format = environ.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
     level = environ.get("AWS_LAMBDA_LOG_LEVEL", "")
     _tagged = _json_format or bool(level)
-    # The TRACE alias is matched before upper-casing, so `trace` is ignored as awslambdaric ignores
-    # it.
+    # TRACE is matched before upper-casing: awslambdaric ignores `trace`, and so does this.
     _root_level = _LEVELS.get("DEBUG" if level == "TRACE" else level.upper())
 
-    # Removed, as awslambdaric does, so that processes user code starts do not write frames of their
-    # own.
+    # Removed, as awslambdaric does, so that processes user code starts write no frames.
     fd = environ.pop("_LAMBDA_TELEMETRY_LOG_FD", None)
     if fd is not None:
         try:
-            os.fstat(int(fd))
-            _fd = int(fd)
+            number = int(fd)
+            os.fstat(number)
+            _fd = number
         except (ValueError, OSError) as exc:
             # awslambdaric dies with a traceback here; logging to stdout keeps the function's logs.
             diag(f"cannot use _LAMBDA_TELEMETRY_LOG_FD={fd!r} ({exc}); logging to stdout")
@@ -176,16 +173,14 @@ def log_uncaught_error(error: dict[str, object]) -> None:
     if _fd >= 0:
         _write("\n".join(lines), _TEXT_FRAMES[_ERROR])
     else:
-        # Carriage returns keep the whole error in one CloudWatch event, which splits stdout at
-        # newlines.
+        # CloudWatch splits stdout at newlines; carriage returns keep the error in one event.
         sys.stdout.write("\r".join(lines) + "\n")
 
 
 def log_init_warning() -> None:
     """Logs the `LAMBDA_WARNING` hint before an init error, as awslambdaric's `logging.warning`."""
     if "logging" in sys.modules:
-        # User code may have changed levels, handlers or formats: honour them as awslambdaric's call
-        # does.
+        # User code may have changed levels, handlers or formats: honour them, as awslambdaric does.
         if _hook is not None:
             _configure_logging()
         import logging
@@ -251,8 +246,7 @@ def _level_index(levelno: int) -> int:
 
 def _write(payload: str, frame_type: bytes) -> None:
     if _fd < 0:
-        # Looked up on every write: awslambdaric's stdout sink follows `contextlib.redirect_stdout`
-        # too.
+        # Looked up on each write: awslambdaric's stdout sink follows `redirect_stdout` too.
         sys.stdout.write(payload)
         return
     data = payload.encode("utf-8")
@@ -362,8 +356,9 @@ class _ConfiguringLoader(_LoaderBase):
         self.loader = loader
 
     def __getattr__(self, name: str) -> object:
-        # Code that inspects the spec before the import (get_source, resource readers) sees the real
-        # loader.
+        # Code inspecting the spec before the import (get_source, resources) sees the real loader.
+        if name == "loader":
+            raise AttributeError(name)  # not set yet, as in a copy: no endless recursion
         return getattr(self.loader, name)
 
     def create_module(self, spec: "ModuleSpec") -> "ModuleType | None":
@@ -371,8 +366,7 @@ class _ConfiguringLoader(_LoaderBase):
         return None if create_module is None else create_module(spec)
 
     def exec_module(self, module: "ModuleType") -> None:
-        # The module keeps the real loader (for get_source, reloads, ...): this one is only a
-        # trigger.
+        # The module keeps the real loader (get_source, reloads): this one is only a trigger.
         module.__loader__ = self.loader
         if module.__spec__ is not None:
             module.__spec__.loader = self.loader
@@ -408,8 +402,7 @@ def _configure_logging() -> None:
     class LambdaLoggerHandler(logging.Handler):
         __qualname__ = "LambdaLoggerHandler"
 
-        # NOTE: no handleError, in both handlers: awslambdaric lets a failing record raise into the
-        # caller.
+        # NOTE: neither handler calls handleError: awslambdaric lets a failing record raise.
         def emit(self, record: logging.LogRecord) -> None:
             _write(self.format(record), _UNTAGGED)
 
@@ -442,8 +435,7 @@ def _configure_logging() -> None:
 
                 error_type, error, tb = record.exc_info
                 stack = traceback.format_tb(tb)
-                # exc_info=True outside an except clause raises AttributeError here, as awslambdaric
-                # does.
+                # exc_info=True outside an except clause raises AttributeError, as in awslambdaric.
                 exception = (stack, error_type.__name__, str(error))  # type: ignore[union-attr]
                 location = f"{record.pathname}:{record.funcName}:{record.lineno}"
             invocation_task = _current()[2]
