@@ -207,7 +207,15 @@ impl PyRuntimeClient {
                     }
                 }
             };
-            let head = match api.next_head(&mut wait) {
+            let head = loop {
+                match api.next_head(&mut wait) {
+                    // An answer the runtime cannot act on (no request id) cannot be replied to either: it is
+                    // reported and the runtime polls again, where awslambdaric crashes.
+                    Err(ApiError::Meta(err)) => eprintln!("slipstream: skipped a /next answer: {err}"),
+                    other => break other,
+                }
+            };
+            let head = match head {
                 Ok(head) => head,
                 Err(ApiError::Interrupted) => {
                     // The request is still pending on this connection; a fresh one is needed if Python goes on.

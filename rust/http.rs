@@ -347,6 +347,15 @@ impl Connection {
         }
     }
 
+    /// Reads and drops a whole body of the given framing.
+    pub fn discard_body(&mut self, framing: Framing) -> io::Result<()> {
+        match framing {
+            Framing::Length(n) => self.discard(n),
+            Framing::Chunked => self.read_chunked(&mut Vec::new(), 0).map(drop),
+            Framing::UntilClose => self.read_body(framing, 0).map(drop),
+        }
+    }
+
     /// Reads and drops `n` body bytes.
     pub fn discard(&mut self, mut n: usize) -> io::Result<()> {
         let mut scratch = vec![0; n.min(READ_CHUNK)];

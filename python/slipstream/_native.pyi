@@ -99,3 +99,49 @@ class MarshalError(TypeError):
 
 def loads(data: bytes) -> Any: ...
 def dumps(obj: Any, ensure_ascii: bool = True) -> bytes: ...
+
+# The local Runtime API emulator (wrapped by `slipstream.emulator`)
+
+@final
+class Emulator:
+    """A Runtime API and an RIE-compatible invoke endpoint on a loopback port, served by threads in the core."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        snap_start: bool = False,
+        max_concurrency: int = 0,
+        function_arn: str = ...,
+        timeout: float = 300.0,
+        keep_records: bool = True,
+        keep_body: int = ...,
+    ) -> None: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def function_arn(self) -> str: ...
+    def enqueue(
+        self,
+        body: bytes,
+        content_type: str | None = "application/json",
+        headers: list[tuple[str, str]] = ...,
+        deadline_ms: int | None = None,
+        request_id: str | None = None,
+        next_status: int | None = None,
+        next_body: bytes = b"",
+        next_content_type: str | None = None,
+        next_close: bool = False,
+        omit_headers: list[str] = ...,
+        chunked: bool = False,
+        reply_status: int | None = None,
+        reply_close: bool = False,
+    ) -> str: ...
+    def take_outcome(self, request_id: str, timeout: float) -> dict[str, Any] | None: ...
+    def records(self, kind: str | None = None) -> list[dict[str, Any]]: ...
+    def wait_records(self, kind: str, count: int, timeout: float) -> bool: ...
+    def fail_inflight(self) -> int: ...
+    def pending(self) -> tuple[int, int]: ...
+    def run_feed(
+        self, body: bytes, expect: bytes, count: int, timeout: float, content_type: str = "application/json"
+    ) -> dict[str, Any]: ...
+    def close(self) -> None: ...

@@ -1,4 +1,4 @@
-"""The `slipstream` command: `demo`, `emulator`, `bench` and `snapshot`.
+"""The `slipstream` command: `demo`, `emulator` and `bench`.
 
 Nothing here is on the runtime's path: `python -m slipstream module.handler` never imports this module.
 """
@@ -14,7 +14,6 @@ commands:
   demo       run the example handlers on the built-in emulator and print what they answered
   emulator   run the local Runtime API emulator (see `slipstream emulator --help`)
   bench      run the benchmark harness against awslambdaric (from a source checkout)
-  snapshot   record a cold-start snapshot of a handler (see `slipstream snapshot --help`)
 """
 
 
@@ -29,11 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "emulator":
         from slipstream.emulator.__main__ import main as emulator_main
 
-        return emulator_main(rest)
-    if command == "snapshot":
-        from slipstream import snapshot
-
-        return snapshot.cli_main(rest)
+        return int(emulator_main(rest))
     if command == "bench":
         return bench(rest)
     sys.stderr.write(f"slipstream: unknown command {command!r}\n{USAGE}")
@@ -44,22 +39,28 @@ def demo(argv: list[str]) -> int:
     """Starts the emulator and slipstream on the example handlers, invokes them and prints the answers."""
     from slipstream.emulator import Emulator
 
-    examples = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.abspath(__file__))
     runs = [
         ("examples.hello.handler", [b'{"name": "Lambda"}', b'{"name": "slipstream"}']),
         ("examples.hello.fails", [b'{"oops": true}']),
         ("examples.hello.tokens", [b"{}"]),
     ]
+    failures = 0
     for handler, events in runs:
         print(f"== {handler}")
         with Emulator() as emulator:
-            emulator.start_runtime([sys.executable, "-m", "slipstream", handler], cwd=os.path.dirname(examples))
+            emulator.start_runtime([sys.executable, "-m", "slipstream", handler], cwd=package)
             for event in events:
                 result = emulator.invoke(event, timeout=10)
-                print(f"  event   {event.decode()}")
-                print(f"  {result.kind:<7} {result.body.decode(errors='replace')}")
+                how = f"{result.kind}, streamed in {result.chunks} chunks" if result.streamed else result.kind
+                print(f"  event    {event.decode()}")
+                print(f"  {how:<8} {result.body.decode(errors='replace')}")
+                failures += result.kind not in {"response", "error"}
             emulator.stop_runtime()
-    return 0
+            log = emulator.output().strip()
+            if log:
+                print("  log      " + log.replace("\n", "\n           "))
+    return 1 if failures else 0
 
 
 def bench(argv: list[str]) -> int:

@@ -1,0 +1,357 @@
+"""The local Runtime API emulator: the server is in the Rust core, this is its Python front.
+
+`Emulator` serves the Runtime API and an RIE-compatible invoke endpoint on a loopback port, starts the runtime
+process as Lambda would (environment, working directory, output captured to files), queues events with the
+headers and faults a test wants, and hands back what the runtime posted. The runtime never imports this package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from slipstream import _native
+
+__all__ = ["DEFAULT_ENVIRONMENT", "Emulator", "Fault", "Record", "Result"]
+
+FUNCTION_NAME = "function"
+DEFAULT_ENVIRONMENT = {
+    "AWS_LAMBDA_FUNCTION_NAME": FUNCTION_NAME,
+    "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+    "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{FUNCTION_NAME}",
+    "AWS_LAMBDA_LOG_STREAM_NAME": "2026/01/01/[$LATEST]00000000000000000000000000000000",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "emulator-secret",  # a dummy credential, never sent anywhere
+    "AWS_SESSION_TOKEN": "emulator-token",
+    "TZ": ":UTC",
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Misbehaviour acted out for one event. `next_*` faults drop the event; reply faults hit the first reply."""
+
+    next_status: int | None = None
+    next_body: bytes = b""
+    next_content_type: str | None = None
+    next_close: bool = False
+    omit_headers: list[str] = field(default_factory=list)
+    chunked: bool = False
+    reply_status: int | None = None
+    reply_close: bool = False
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    name = name.lower()
+    for key, value in headers:
+        if key == name and value != "":
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One call the runtime made: `next`, `response`, `error`, `init_error`, `restore_next`, `restore_error`."""
+
+    kind: str
+    request_id: str | None
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    body_len: int
+    trailers: list[tuple[str, str]]
+    at_ns: int
+
+    def header(self, name: str) -> str | None:
+        return _header(self.headers, name)
+
+
+@dataclass(frozen=True)
+class Result:
+    """How one invocation ended: `response`, `error`, `dropped` (a faulted `/next`) or `exit` (the runtime died)."""
+
+    request_id: str
+    kind: str
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    body_len: int
+    trailers: list[tuple[str, str]]
+    streamed: bool
+    chunks: int
+    delivered_ns: int
+    first_byte_ns: int
+    done_ns: int
+
+    def header(self, name: str) -> str | None:
+        return _header(self.headers, name)
+
+    def trailer(self, name: str) -> str | None:
+        return _header(self.trailers, name)
+
+    @property
+    def content_type(self) -> str | None:
+        return self.header("content-type")
+
+    @property
+    def xray_cause(self) -> str | None:
+        return self.header("lambda-runtime-function-xray-error-cause")
+
+    @property
+    def error_type(self) -> str | None:
+        """The error type of an error reply (header or, for a stream, trailer), else None."""
+        name = "lambda-runtime-function-error-type"
+        found = self.trailer(name) or (self.header(name) if self.kind == "error" else None)
+        if found is None and self.kind == "error":
+            try:
+                found = json.loads(self.body).get("errorType")
+            except (ValueError, AttributeError):
+                found = None
+        return found
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _json_header(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+class Emulator:
+    """A Runtime API on `127.0.0.1`, with at most one runtime process started on it at a time."""
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        snap_start: bool = False,
+        max_concurrency: int = 0,
+        timeout: float = 300.0,
+        keep_records: bool = True,
+        keep_body: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.snap_start = snap_start
+        self.max_concurrency = max_concurrency
+        self.core = _native.Emulator(
+            port=port,
+            snap_start=snap_start,
+            max_concurrency=max_concurrency,
+            timeout=timeout,
+            keep_records=keep_records,
+            keep_body=keep_body,
+        )
+        self.address: str = self.core.address
+        self.function_arn: str = self.core.function_arn
+        self.process: subprocess.Popen[bytes] | None = None
+        self.runtime_output: tuple[str, str] | None = None
+        self.spawned_ns = 0
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # The runtime process
+
+    def runtime_environment(self, handler: str | None, cwd: str | None, env: dict[str, str]) -> dict[str, str]:
+        """The environment Lambda gives a runtime, over this process's own, then `env` on top."""
+        environment = dict(os.environ)
+        environment.update(DEFAULT_ENVIRONMENT)
+        environment["AWS_LAMBDA_RUNTIME_API"] = self.address
+        environment["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start" if self.snap_start else "on-demand"
+        environment["LAMBDA_TASK_ROOT"] = cwd or os.getcwd()
+        if handler is not None:
+            environment["_HANDLER"] = handler
+        if self.max_concurrency:
+            environment["AWS_LAMBDA_MAX_CONCURRENCY"] = str(self.max_concurrency)
+        environment.update(env)
+        return environment
+
+    def start_runtime(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        handler: str | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Starts the runtime in its own process group, its stdout and stderr going to files (`runtime_output`)."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError("a runtime is already running on this emulator")
+        if self._tempdir is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="slipstream-emulator-")
+        out = os.path.join(self._tempdir.name, "stdout")
+        err = os.path.join(self._tempdir.name, "stderr")
+        self.runtime_output = (out, err)
+        environment = self.runtime_environment(handler, cwd, env or {})
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            self.spawned_ns = time.monotonic_ns()
+            self.process = subprocess.Popen(
+                argv,
+                env=environment,
+                cwd=cwd,
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self.process
+
+    @property
+    def runtime_pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError("no runtime was started")
+        return self.process.pid
+
+    def runtime_returncode(self) -> int | None:
+        if self.process is None:
+            return None
+        code = self.process.poll()
+        if code is not None:
+            self.core.fail_inflight()
+        return code
+
+    def stop_runtime(self, grace: float = 5.0) -> int | None:
+        """SIGTERM to the runtime's process group, then SIGKILL after `grace` seconds; returns its exit code."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            self._signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self._signal_group(process.pid, signal.SIGKILL)
+                process.wait(grace)
+        # Workers a runtime forked may outlive it in the group.
+        self._signal_group(process.pid, signal.SIGKILL)
+        self.core.fail_inflight()
+        return process.returncode
+
+    @staticmethod
+    def _signal_group(pgid: int, signum: int) -> None:
+        try:
+            os.killpg(pgid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def output(self) -> str:
+        """The runtime's stdout and stderr so far."""
+        if self.runtime_output is None:
+            return ""
+        text = []
+        for path in self.runtime_output:
+            with open(path, errors="replace") as f:
+                text.append(f.read())
+        return "".join(text)
+
+    # Events and results
+
+    def enqueue(
+        self,
+        body: bytes,
+        *,
+        content_type: str | None = "application/json",
+        request_id: str | None = None,
+        invocation_id: str | None = None,
+        tenant_id: str | None = None,
+        trace_id: str | None = None,
+        client_context: object = None,
+        cognito_identity: object = None,
+        deadline_ms: int | None = None,
+        headers: dict[str, str] | None = None,
+        fault: Fault | None = None,
+    ) -> str:
+        """Queues an event for the runtime's next `/next`; returns its request id."""
+        extra: list[tuple[str, str]] = []
+        for name, value in (
+            ("Lambda-Runtime-Invocation-Id", invocation_id),
+            ("Lambda-Runtime-Aws-Tenant-Id", tenant_id),
+            ("Lambda-Runtime-Trace-Id", trace_id),
+        ):
+            if value:
+                extra.append((name, value))
+        if client_context is not None:
+            extra.append(("Lambda-Runtime-Client-Context", _json_header(client_context)))
+        if cognito_identity is not None:
+            extra.append(("Lambda-Runtime-Cognito-Identity", _json_header(cognito_identity)))
+        extra.extend((headers or {}).items())
+        fault = fault or Fault()
+        return str(
+            self.core.enqueue(
+                body,
+                content_type=content_type,
+                headers=extra,
+                deadline_ms=deadline_ms,
+                request_id=request_id,
+                next_status=fault.next_status,
+                next_body=fault.next_body,
+                next_content_type=fault.next_content_type,
+                next_close=fault.next_close,
+                omit_headers=list(fault.omit_headers),
+                chunked=fault.chunked,
+                reply_status=fault.reply_status,
+                reply_close=fault.reply_close,
+            )
+        )
+
+    def result(self, request_id: str, timeout: float = 20.0) -> Result:
+        """Waits for the invocation to end. Raises TimeoutError, or ends with an `exit` result if the runtime died."""
+        until = time.monotonic() + timeout
+        while True:
+            found = self.core.take_outcome(request_id, min(0.1, max(0.0, until - time.monotonic())))
+            if found is not None:
+                return Result(**found)
+            code = self.runtime_returncode()
+            if code is not None:
+                found = self.core.take_outcome(request_id, 0.0)
+                if found is not None:
+                    return Result(**found)
+                # The event was still queued: nobody will ever take it.
+                now = time.monotonic_ns()
+                return Result(request_id, "exit", code, [], b"", 0, [], False, 0, 0, 0, now)
+            if time.monotonic() >= until:
+                raise TimeoutError(f"invocation {request_id} had no answer within {timeout}s")
+
+    def invoke(self, body: bytes, *, timeout: float = 20.0, **options: Any) -> Result:
+        """Queues an event and waits for its result (see `enqueue` for the options)."""
+        return self.result(self.enqueue(body, **options), timeout)
+
+    def records(self, kind: str | None = None) -> list[Record]:
+        return [Record(**r) for r in self.core.records(kind)]
+
+    def init_errors(self) -> list[Record]:
+        return self.records("init_error")
+
+    def wait_records(self, kind: str, count: int, timeout: float = 20.0) -> bool:
+        """Waits until the runtime made `count` calls of `kind`; False if it did not in time or exited first."""
+        until = time.monotonic() + timeout
+        while True:
+            if self.core.wait_records(kind, count, min(0.1, max(0.0, until - time.monotonic()))):
+                return True
+            if time.monotonic() >= until or self.runtime_returncode() is not None:
+                return bool(self.core.wait_records(kind, count, 0.0))
+
+    def run_feed(self, body: bytes, expect: bytes, count: int, timeout: float = 60.0) -> dict[str, Any]:
+        """Serves `count` copies of `body` as fast as the runtime answers; see `_native.Emulator.run_feed`."""
+        return dict(self.core.run_feed(body, expect, count, timeout))
+
+    def close(self) -> None:
+        try:
+            self.stop_runtime()
+        finally:
+            self.core.close()
+            if self._tempdir is not None:
+                self._tempdir.cleanup()
+                self._tempdir = None

@@ -1,0 +1,5 @@
+raise RuntimeError("module-level failure")
+
+
+def handler(event, context):
+    return 1
