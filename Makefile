@@ -24,13 +24,29 @@ build-dev: install ## build the Rust core (release profile) into .venv
 demo: build-dev ## run the example handler on the built-in emulator
 	$(BIN)/python -m slipstream demo
 
-test: build-dev lint test-rust test-python ## everything CI runs
+test: build-dev lint test-rust test-python test-interpreters ## everything CI runs
 
 test-rust: ## Rust unit tests
 	cargo test --quiet --lib
 
 test-python: build-dev ## the Python suite (unit, e2e, differential)
 	$(BIN)/python -m pytest -q
+
+# Every other CPython 3.10+ that pyenv has: one abi3 wheel, installed into a venv per interpreter.
+OTHER_PYTHONS := $(sort $(wildcard $(HOME)/.pyenv/versions/3.1[0-9].*/bin/python3))
+INTERPRETER_DEPS := pytest==9.2.0 pytest-timeout==2.4.0 awslambdaric==4.2.2 snapshot-restore-py==1.0.0 uvloop==0.22.1
+
+test-interpreters: install ## the suite, but the benchmark and differential tests, on each other CPython 3.10+ present
+	rm -rf target/wheels && $(BIN)/maturin build --release -q --compatibility linux -o target/wheels
+	@set -e; for py in $(OTHER_PYTHONS); do \
+	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	  [ "$$v" = "$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')" ] && continue; \
+	  echo "== CPython $$v ($$py)"; \
+	  [ -x .venv-$$v/bin/python ] || $$py -m venv .venv-$$v; \
+	  .venv-$$v/bin/pip install -q --disable-pip-version-check $(INTERPRETER_DEPS); \
+	  .venv-$$v/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/slipstream-*.whl; \
+	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/test_bench.py --ignore=tests/differential; \
+	done
 
 lint: install ## cargo fmt, clippy, ruff, mypy
 	cargo fmt --check
