@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -190,3 +191,12 @@ def test_feed_serves_and_checks_every_reply(count: int) -> None:
         # A reply that differs from what was expected is counted, never scored.
         wrong = emulator.run_feed(b'{"x": 1}', b'{"x": 2}', 5, timeout=60)
         assert wrong["mismatches"] == 5
+
+
+def test_affinity_pins_the_runtime_and_leaves_the_caller_as_it_was() -> None:
+    before = os.sched_getaffinity(0)
+    with Emulator(affinity={0}) as emulator:
+        emulator.start_runtime(RUNTIME, cwd=str(HANDLERS), affinity={0})
+        assert os.sched_getaffinity(emulator.runtime_pid) == {0}
+        assert emulator.invoke(b"[1]", timeout=20).body == b"[1]"
+    assert os.sched_getaffinity(0) == before

@@ -7,12 +7,14 @@ headers and faults a test wants, and hands back what the runtime posted. The run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +124,14 @@ class Result:
         return json.loads(self.body)
 
 
+@contextlib.contextmanager
+def _restore_affinity(cpus: set[int]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
 def _json_header(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
@@ -138,17 +148,23 @@ class Emulator:
         timeout: float = 300.0,
         keep_records: bool = True,
         keep_body: int = 64 * 1024 * 1024,
+        affinity: set[int] | None = None,
     ) -> None:
+        """`affinity` pins the emulator's threads (they inherit it from the thread that creates the server)."""
         self.snap_start = snap_start
         self.max_concurrency = max_concurrency
-        self.core = _native.Emulator(
-            port=port,
-            snap_start=snap_start,
-            max_concurrency=max_concurrency,
-            timeout=timeout,
-            keep_records=keep_records,
-            keep_body=keep_body,
-        )
+        previous = os.sched_getaffinity(0)
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
+        with _restore_affinity(previous):
+            self.core = _native.Emulator(
+                port=port,
+                snap_start=snap_start,
+                max_concurrency=max_concurrency,
+                timeout=timeout,
+                keep_records=keep_records,
+                keep_body=keep_body,
+            )
         self.address: str = self.core.address
         self.function_arn: str = self.core.function_arn
         self.process: subprocess.Popen[bytes] | None = None
@@ -185,8 +201,13 @@ class Emulator:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         handler: str | None = None,
+        affinity: set[int] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Starts the runtime in its own process group, its stdout and stderr going to files (`runtime_output`)."""
+        """Starts the runtime in its own process group, its stdout and stderr going to files (`runtime_output`).
+
+        `affinity` pins the runtime to those CPUs. Benchmarks pin it beside the emulator: on a virtual machine a
+        wake-up on another CPU can cost more than a whole invocation, and would be what a figure measures.
+        """
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("a runtime is already running on this emulator")
         if self._tempdir is None:
@@ -195,7 +216,12 @@ class Emulator:
         err = os.path.join(self._tempdir.name, "stderr")
         self.runtime_output = (out, err)
         environment = self.runtime_environment(handler, cwd, env or {})
-        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        # A child inherits the affinity of the thread that forks it: set around the fork, not in a preexec_fn,
+        # which is unsafe with the emulator's threads running.
+        previous = os.sched_getaffinity(0)
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
+        with open(out, "wb") as stdout, open(err, "wb") as stderr, _restore_affinity(previous):
             self.spawned_ns = time.monotonic_ns()
             self.process = subprocess.Popen(
                 argv,
