@@ -591,20 +591,7 @@ fn reply(
         if !keep_whole {
             shared.record(
                 &mut state,
-                Record {
-                    kind: if kind == OutcomeKind::Response {
-                        "response"
-                    } else {
-                        "error"
-                    },
-                    request_id: Some(request_id.to_owned()),
-                    status,
-                    headers: head.headers.clone(),
-                    body: kept(&read.body, config.keep_body.min(64 * 1024)),
-                    body_len: read.body_len,
-                    trailers: read.trailers.clone(),
-                    at_ns: arrived,
-                },
+                reply_record(&kind, request_id, status, head, &read, arrived),
             );
         }
         if let Some(flight) = state.inflight.remove(request_id) {
@@ -699,23 +686,32 @@ fn record_reply(
     at_ns: u64,
 ) {
     let mut state = shared.lock();
-    shared.record(
-        &mut state,
-        Record {
-            kind: if kind == OutcomeKind::Response {
-                "response"
-            } else {
-                "error"
-            },
-            request_id: Some(request_id.to_owned()),
-            status,
-            headers: head.headers.clone(),
-            body: kept(&read.body, 64 * 1024),
-            body_len: read.body_len,
-            trailers: read.trailers.clone(),
-            at_ns,
+    shared.record(&mut state, reply_record(&kind, request_id, status, head, read, at_ns));
+}
+
+/// The record of a reply: records keep at most 64 KiB of a body, outcomes carry the rest.
+fn reply_record(
+    kind: &OutcomeKind,
+    request_id: &str,
+    status: u16,
+    head: &RequestHead,
+    read: &ReplyBody,
+    at_ns: u64,
+) -> Record {
+    Record {
+        kind: if *kind == OutcomeKind::Response {
+            "response"
+        } else {
+            "error"
         },
-    );
+        request_id: Some(request_id.to_owned()),
+        status,
+        headers: head.headers.clone(),
+        body: kept(&read.body, 64 * 1024),
+        body_len: read.body_len,
+        trailers: read.trailers.clone(),
+        at_ns,
+    }
 }
 
 fn init_error(conn: &mut Connection, head: &RequestHead, shared: &Shared, config: &Config) -> io::Result<Next> {
