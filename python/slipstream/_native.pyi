@@ -92,13 +92,26 @@ class RuntimeClient:
 # JSON
 
 class JSONDecodeError(ValueError):
-    """Invalid JSON."""
+    """Invalid JSON, worded as simplejson words it: `Expecting value: line 1 column 2 (char 1)`.
+
+    Invalid UTF-8 carries Python's `UnicodeDecodeError` message, and that error as `__cause__`.
+    """
+
+    msg: str
+    pos: int
+    """Where, in characters of the decoded document."""
+    lineno: int
+    colno: int
 
 class MarshalError(TypeError):
-    """A value awslambdaric's encoder would refuse."""
+    """A value awslambdaric's encoder would refuse; the message is the one awslambdaric reports."""
 
-def loads(data: bytes) -> Any: ...
-def dumps(obj: Any, ensure_ascii: bool = True) -> bytes: ...
+def loads(data: bytes) -> Any:
+    """Decodes an `application/json` event as awslambdaric (simplejson) does, strictly: no `NaN`,
+    `Infinity`, control characters in strings or nesting deeper than 10,000 levels."""
+
+def dumps(obj: Any, ensure_ascii: bool = True) -> bytes:
+    """Encodes a handler result to the UTF-8 bytes awslambdaric's encoder produces."""
 
 # The local Runtime API emulator (wrapped by `slipstream.emulator`)
 
