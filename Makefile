@@ -4,14 +4,16 @@ VENV := $(abspath .venv)
 BIN := $(VENV)/bin
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: help install build-dev demo test test-rust test-python test-interpreters lint format bench bench-quick
+.PHONY: help install build-dev demo test test-rust test-python test-interpreters lint format bench bench-quick \
+	bench-install bench-micro
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(BIN)/.installed: requirements-dev.txt
+# The benchmark harness's needs come too: tests/test_bench.py runs the harness in `make test`.
+$(BIN)/.installed: requirements-dev.txt requirements-bench.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt -r requirements-bench.txt
 	# cargo-lambda's emulator for the drift check: a binary wheel whose Python dependencies are not needed here.
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps cargo-lambda==1.9.2
 	touch $@
@@ -59,3 +61,19 @@ format: install ## apply cargo fmt and ruff format
 	cargo fmt
 	$(BIN)/ruff format python tests bench
 	$(BIN)/ruff check --fix python tests bench
+
+bench-install: install ## install the benchmark harness's needs (requirements-bench.txt) into .venv
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt
+
+bench: build-dev bench-install ## the full benchmark against awslambdaric and the floor: bench/results/
+	$(BIN)/python bench/run.py
+
+bench-quick: build-dev bench-install ## every benchmark scenario briefly: bench/results/quick/
+	$(BIN)/python bench/run.py --quick
+
+bench-micro: build-dev bench-install ## pytest-benchmark micro-benchmarks of the boundary code: bench/results/micro/
+	mkdir -p bench/results/micro
+	$(BIN)/python -m pytest bench/micro -q -p no:logging -p no:cacheprovider --benchmark-disable-gc \
+	  --benchmark-min-time=0.0001 --benchmark-max-time=1.0 --benchmark-min-rounds=5 \
+	  --benchmark-storage=file://bench/results/micro/.benchmarks --benchmark-save=micro \
+	  --benchmark-json=bench/results/micro/micro.json
