@@ -100,6 +100,21 @@ pub enum Wake {
     Interrupted,
 }
 
+/// The longest chunk size line: 16 hex digits and CRLF.
+const CHUNK_LINE_MAX: usize = 18;
+
+/// Writes `len` as a chunk size line (`<hex>\r\n`) into `out`, without allocating: it is done once per chunk.
+fn chunk_size_line(len: usize, out: &mut [u8; CHUNK_LINE_MAX]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (at, slot) in out[..digits].iter_mut().enumerate() {
+        let shift = 4 * (digits - 1 - at);
+        *slot = HEX[(len >> shift) & 0xf];
+    }
+    out[digits..digits + 2].copy_from_slice(b"\r\n");
+    &out[..digits + 2]
+}
+
 /// A streamed response in progress: owns its connection until the body is ended.
 pub struct StreamWriter {
     connection: Connection,
@@ -114,12 +129,21 @@ impl StreamWriter {
         self.written
     }
 
-    /// Writes one chunk; the socket's own flow control pauses the caller while RAPID is not reading.
+    /// Writes one chunk straight from `data`, its size line and CRLF around it in the same vectored write; the
+    /// socket's own flow control pauses the caller while RAPID is not reading.
     pub fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
-        self.connection.write_chunk(data).map_err(|source| ApiError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        if data.is_empty() {
+            // An empty chunk would end the body.
+            return Ok(());
+        }
+        let mut line = [0u8; CHUNK_LINE_MAX];
+        let line = chunk_size_line(data.len(), &mut line);
+        self.connection
+            .write_all_vectored(&[line, data, b"\r\n"])
+            .map_err(|source| ApiError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         self.written += data.len();
         Ok(())
     }
@@ -579,6 +603,65 @@ mod tests {
         let mut api = RuntimeApi::new(endpoint, "test".to_owned());
         let reply = api.post(&path_response("r"), &[], b"x").unwrap();
         assert_eq!(reply.status, 413);
+    }
+
+    #[test]
+    fn chunk_size_lines_are_lower_case_hex() {
+        let mut out = [0u8; CHUNK_LINE_MAX];
+        assert_eq!(chunk_size_line(1, &mut out), b"1\r\n");
+        assert_eq!(chunk_size_line(0xabc, &mut out), b"abc\r\n");
+        assert_eq!(chunk_size_line(1 << 20, &mut out), b"100000\r\n");
+        assert_eq!(chunk_size_line(usize::MAX, &mut out), b"ffffffffffffffff\r\n");
+    }
+
+    /// Reads one streamed request up to the end of its trailers, answers it, and returns the bytes as sent.
+    fn serve_stream(answer: &'static [u8]) -> (Endpoint, thread::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = Endpoint::parse(&listener.local_addr().unwrap().to_string()).unwrap();
+        let handle = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The last chunk, then the trailer section's blank line.
+            while !(seen.ends_with(b"\r\n\r\n") && seen.windows(5).any(|w| w == b"\r\n0\r\n")) {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "the client closed early");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            stream.write_all(answer).unwrap();
+            seen
+        });
+        (endpoint, handle)
+    }
+
+    #[test]
+    fn stream_is_chunked_with_declared_trailers() {
+        let (endpoint, server) = serve_stream(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}");
+        let mut api = RuntimeApi::new(endpoint, "test".to_owned());
+        let mut writer = api.open_stream("r1", &[("Content-Type", "text/plain")]).unwrap();
+        writer.write(b"hello ").unwrap();
+        writer.write(b"").unwrap();
+        writer.write(&[b'x'; 300]).unwrap();
+        assert_eq!(writer.written(), 306);
+        let reply = writer.finish(Some(("Function.Oops", "e30="))).unwrap();
+        assert_eq!(reply.status, 202);
+
+        let seen = server.join().unwrap();
+        let text = String::from_utf8(seen).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("POST /2018-06-01/runtime/invocation/r1/response HTTP/1.1\r\n"));
+        assert!(head.contains("\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n"));
+        assert!(head.contains("\r\nTransfer-Encoding: chunked\r\n"));
+        assert!(
+            head.contains("\r\nTrailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n")
+        );
+        assert!(head.contains("\r\nContent-Type: text/plain"));
+        let expected = format!(
+            "6\r\nhello \r\n12c\r\n{}\r\n0\r\nLambda-Runtime-Function-Error-Type: Function.Oops\r\n\
+             Lambda-Runtime-Function-Error-Body: e30=\r\n\r\n",
+            "x".repeat(300)
+        );
+        assert_eq!(body, expected);
     }
 
     #[test]

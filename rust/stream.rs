@@ -4,6 +4,7 @@
 //! or kept, so memory stays flat whatever the response size, and a slow reader pauses the producer through the
 //! socket's flow control.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use base64::Engine;
@@ -32,10 +33,11 @@ create_exception!(
     "The response stream was already ended."
 );
 
-/// The error trailer's type and base64 body for an oversized stream.
-fn too_large_trailer(written: usize) -> (String, String) {
+/// The error trailer's type and base64 body for a stream cut after `sent` bytes.
+fn too_large_trailer(sent: usize) -> (String, String) {
     let message = format!(
-        "Response payload size exceeded maximum allowed payload size ({STREAM_LIMIT} bytes); {written} were sent."
+        "Response payload size exceeded maximum allowed payload size ({STREAM_LIMIT} bytes); the stream was cut \
+         after {sent} bytes."
     );
     let body = format!(
         "{{\"errorMessage\": \"{message}\", \"errorType\": \"Function.ResponseSizeTooLarge\", \"stackTrace\": []}}"
@@ -49,13 +51,19 @@ fn too_large_trailer(written: usize) -> (String, String) {
 /// A streamed response in progress.
 #[pyclass(module = "slipstream._native", name = "ResponseStream", frozen)]
 pub struct PyResponseStream {
+    /// Held for the whole of a write, which may block on a slow reader: only ever locked with the GIL released.
     writer: Mutex<Option<StreamWriter>>,
+    /// Mirrors of the writer's state, so that the getters never wait for a blocked write while holding the GIL.
+    written: AtomicUsize,
+    closed: AtomicBool,
 }
 
 impl PyResponseStream {
     pub(crate) fn new(writer: StreamWriter) -> Self {
         Self {
             writer: Mutex::new(Some(writer)),
+            written: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -65,38 +73,45 @@ impl PyResponseStream {
             let writer = slot
                 .take()
                 .ok_or_else(|| StreamClosed::new_err("the response stream was already ended"))?;
+            self.closed.store(true, Ordering::Relaxed);
             let reply = writer.finish(error)?;
             Ok((reply.status, reply.body))
         })
     }
-}
 
-fn write_bytes(py: Python<'_>, slot: &Mutex<Option<StreamWriter>>, data: &[u8]) -> PyResult<()> {
-    py.detach(|| {
-        let mut guard = slot.lock().map_err(|_| StreamClosed::new_err("poisoned"))?;
-        let Some(writer) = guard.as_mut() else {
-            return Err(StreamClosed::new_err("the response stream was already ended"));
-        };
-        let written = writer.written();
-        if written + data.len() > STREAM_LIMIT {
-            let (error_type, body) = too_large_trailer(written + data.len());
-            let writer = guard.take().expect("checked above");
-            let outcome = writer.finish(Some((&error_type, &body)));
-            return Err(match outcome {
-                Ok(_) => ResponseTooLarge::new_err(format!(
-                    "the response passed {STREAM_LIMIT} bytes; the stream was ended with a {error_type} trailer"
-                )),
-                Err(err) => err.into(),
-            });
-        }
-        let result = writer.write(data);
-        if let Err(err) = result {
-            // The connection is gone: nothing more can be sent on this stream.
-            guard.take();
-            return Err(err.into());
-        }
-        Ok(())
-    })
+    /// Sends `data` with the GIL released. The caller keeps the Python object that owns `data` alive (and
+    /// unchanged: `bytes` and `str` are immutable) for the duration, so nothing is copied on the way.
+    fn write_bytes(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        py.detach(|| {
+            let mut guard = self.writer.lock().map_err(|_| StreamClosed::new_err("poisoned"))?;
+            let Some(writer) = guard.as_mut() else {
+                return Err(StreamClosed::new_err("the response stream was already ended"));
+            };
+            let written = writer.written();
+            if written + data.len() > STREAM_LIMIT {
+                // The chunk that would cross the limit is not sent: the body stops at a chunk boundary.
+                let (error_type, body) = too_large_trailer(written);
+                let writer = guard.take().expect("checked above");
+                self.closed.store(true, Ordering::Relaxed);
+                let outcome = writer.finish(Some((&error_type, &body)));
+                return Err(match outcome {
+                    Ok(_) => ResponseTooLarge::new_err(format!(
+                        "the response passed {STREAM_LIMIT} bytes; the stream was ended with a {error_type} trailer"
+                    )),
+                    Err(err) => err.into(),
+                });
+            }
+            let result = writer.write(data);
+            if let Err(err) = result {
+                // The connection is gone: nothing more can be sent on this stream.
+                guard.take();
+                self.closed.store(true, Ordering::Relaxed);
+                return Err(err.into());
+            }
+            self.written.store(writer.written(), Ordering::Relaxed);
+            Ok(())
+        })
+    }
 }
 
 #[pymethods]
@@ -104,13 +119,15 @@ impl PyResponseStream {
     /// Sends one chunk (`bytes`, `bytearray` or `str`, as UTF-8); blocks while the reader is slow.
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         if let Ok(bytes) = data.cast::<PyBytes>() {
-            return write_bytes(py, &self.writer, bytes.as_bytes());
+            return self.write_bytes(py, bytes.as_bytes());
         }
         if let Ok(text) = data.cast::<PyString>() {
-            return write_bytes(py, &self.writer, text.to_str()?.as_bytes());
+            // The UTF-8 form is cached inside the str object, so it is encoded once and not copied here.
+            return self.write_bytes(py, text.to_str()?.as_bytes());
         }
         if let Ok(array) = data.cast::<PyByteArray>() {
-            return write_bytes(py, &self.writer, &array.to_vec());
+            // Another thread may resize a bytearray while the GIL is released: send a copy.
+            return self.write_bytes(py, &array.to_vec());
         }
         Err(PyTypeError::new_err(format!(
             "a streamed response takes bytes, bytearray or str chunks, not {}",
@@ -132,17 +149,13 @@ impl PyResponseStream {
     /// Body bytes sent so far.
     #[getter]
     fn written(&self) -> usize {
-        self.writer
-            .lock()
-            .ok()
-            .and_then(|w| w.as_ref().map(StreamWriter::written))
-            .unwrap_or(0)
+        self.written.load(Ordering::Relaxed)
     }
 
     /// Whether the stream was ended (finished, failed, over the limit, or its connection lost).
     #[getter]
     fn closed(&self) -> bool {
-        self.writer.lock().map_or(true, |w| w.is_none())
+        self.closed.load(Ordering::Relaxed)
     }
 }
 

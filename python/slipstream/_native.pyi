@@ -56,15 +56,23 @@ class Invocation:
 
 @final
 class ResponseStream:
-    """A streamed response in progress."""
+    """A streamed response in progress: one chunk on the wire per `write`, error trailers at the end."""
 
-    def write(self, data: bytes | bytearray | str) -> None: ...
-    def finish(self) -> tuple[int, str]: ...
-    def fail(self, error_type: str, error_body: bytes) -> tuple[int, str]: ...
+    def write(self, data: bytes | bytearray | str) -> None:
+        """Sends one chunk with the GIL released, straight from the object's buffer (`bytearray` is copied first);
+        blocks while the reader is slow. Past `STREAM_LIMIT` the stream is ended with a
+        `Function.ResponseSizeTooLarge` trailer and `ResponseTooLarge` is raised; a lost connection raises
+        `RuntimeApiError`; after the end, `StreamClosed`."""
+    def finish(self) -> tuple[int, str]:
+        """Ends the response successfully; returns the Runtime API's `(status, body)`."""
+    def fail(self, error_type: str, error_body: bytes) -> tuple[int, str]:
+        """Ends the response with the error trailers: `error_type` and the error document (JSON, sent base64)."""
     @property
-    def written(self) -> int: ...
+    def written(self) -> int:
+        """Body bytes sent so far."""
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """Whether the stream was ended (finished, failed, over the limit, or its connection lost)."""
 
 STREAM_LIMIT: int
 

@@ -188,8 +188,15 @@ def send(stream: ResponseStream, result: Any, run_async: Callable[[Any], Any]) -
 
 
 async def send_async(stream: ResponseStream, body: AsyncIterable[Chunk]) -> None:
-    async for chunk in body:
-        await stream.awrite(chunk)
+    try:
+        async for chunk in body:
+            await stream.awrite(chunk)
+    finally:
+        # A write that failed (lost connection, size limit) leaves the generator suspended; left to the garbage
+        # collector, its `finally` blocks would only run on the loop's next turn, during another invocation.
+        close = getattr(body, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def run(stream: ResponseStream, produce: Callable[[], None], report_error: Callable[[BaseException], None]) -> None:
