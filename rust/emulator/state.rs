@@ -35,7 +35,8 @@ pub struct Fault {
     /// Answer the runtime's first reply (response or error) with this status; the invocation stays open for a
     /// retry unless the status is 410, which ends it as the Runtime API does for a late reply.
     pub reply_status: Option<u16>,
-    /// Close the connection instead of answering the runtime's first reply.
+    /// Close the connection instead of answering the runtime's first reply; a streamed reply is cut off after its
+    /// first chunk, as a connection lost mid-stream.
     pub reply_close: bool,
 }
 

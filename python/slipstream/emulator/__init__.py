@@ -49,6 +49,7 @@ class Fault:
     omit_headers: list[str] = field(default_factory=list)
     chunked: bool = False
     reply_status: int | None = None
+    # A streamed reply is cut off after its first chunk: a connection lost mid-stream.
     reply_close: bool = False
 
 
