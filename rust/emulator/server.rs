@@ -266,16 +266,25 @@ fn route(conn: &mut Connection, head: &RequestHead, shared: &Shared, config: &Co
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
         202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        409 => "Conflict",
         410 => "Gone",
         413 => "Payload Too Large",
+        429 => "Too Many Requests",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        // The reason phrase is informative only (RFC 9112 section 4): any text is valid.
         _ => "Status",
     }
 }
@@ -877,7 +886,7 @@ fn invoke(conn: &mut Connection, head: &RequestHead, shared: &Shared, config: &C
     };
     let result = match first {
         Piece::Done(outcome) => answer_outcome(conn, &outcome),
-        Piece::Head(content_type) => relay_stream(conn, &receiver, &content_type, wait),
+        Piece::Head(content_type) => relay_stream(conn, &receiver, &content_type, &request_id, wait),
         Piece::Data(_) | Piece::End(_) => Err(io::Error::other("stream without a head")),
     };
     // Whatever the caller did, the outcome is not left for the Python side to collect.
@@ -907,12 +916,16 @@ fn relay_stream(
     conn: &mut Connection,
     receiver: &mpsc::Receiver<Piece>,
     content_type: &str,
+    request_id: &str,
     wait: Duration,
 ) -> io::Result<Next> {
     let mut prelude: Option<Vec<u8>> = (content_type == HTTP_INTEGRATION).then(Vec::new);
     let mut started = false;
     let start = |conn: &mut Connection, status: u16, headers: &[(String, String)]| -> io::Result<()> {
-        let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+        let mut head = format!(
+            "HTTP/1.1 {status} {}\r\nX-Amzn-RequestId: {request_id}\r\n",
+            reason(status)
+        );
         for (name, value) in headers {
             let _ = write!(head, "{name}: {value}\r\n");
         }
