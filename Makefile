@@ -71,9 +71,8 @@ bench: build-dev bench-install ## the full benchmark against awslambdaric and th
 bench-quick: build-dev bench-install ## every benchmark scenario briefly: bench/results/quick/
 	$(BIN)/python bench/run.py --quick
 
-bench-micro: build-dev bench-install ## pytest-benchmark micro-benchmarks of the boundary code: bench/results/micro/
+bench-micro: build-dev bench-install ## micro-benchmarks of the boundary code (pytest-benchmark): bench/results/micro/
 	mkdir -p bench/results/micro
 	$(BIN)/python -m pytest bench/micro -q -p no:logging -p no:cacheprovider --benchmark-disable-gc \
 	  --benchmark-min-time=0.0001 --benchmark-max-time=1.0 --benchmark-min-rounds=5 \
-	  --benchmark-storage=file://bench/results/micro/.benchmarks --benchmark-save=micro \
-	  --benchmark-json=bench/results/micro/micro.json
+	  --benchmark-storage=file://bench/results/micro --benchmark-save=micro

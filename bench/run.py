@@ -257,10 +257,14 @@ def run(args: argparse.Namespace, settings: Settings, context: Context) -> int:
         "runtimes": {r.name: {"description": r.description, "command": r.command("<handler>")} for r in runtimes},
         "scenarios": entries,
     }
+    document["charts"] = []
     if not args.no_charts:
-        from harness import charts
-
-        document["charts"] = charts.write(document, out)
+        try:
+            from harness import charts
+        except ImportError as exc:
+            progress.say(f"no charts: {exc} (make bench-install)")
+        else:
+            document["charts"] = charts.write(document, out)
     (out / "results.json").write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
     (out / "results.md").write_text(report.markdown(document))
 

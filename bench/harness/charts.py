@@ -97,7 +97,7 @@ def latency(document: dict[str, Any], runtimes: list[str], path: Path) -> bool:
         ax.set_xlabel("latency, delivery to response (µs, log)", fontsize=8)
         ax.set_ylabel("percentile (logit scale)", fontsize=8)
         ax.set_title(scenario["title"], fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Latency distribution (all measured invocations of all repetitions)", fontsize=10)
     fig.tight_layout()

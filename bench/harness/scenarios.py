@@ -319,6 +319,8 @@ class ColdStartScenario(Scenario):
                     )
                 figures = memory(sampler)
             nexts = emulator.records("next")
+            if not nexts:
+                raise failure(emulator, "harness error", "a response came without any /next on record")
         finally:
             emulator.close()
         metrics = {
