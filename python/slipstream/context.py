@@ -32,7 +32,8 @@ class CognitoIdentity:
 class Client:
     """The mobile client application that invoked the function."""
 
-    __slots__ = ["app_package_name", "app_title", "app_version_code", "app_version_name", "installation_id"]
+    # awslambdaric's order, not sorted: code that walks `__slots__` sees the fields as it would there.
+    __slots__ = ["installation_id", "app_title", "app_version_name", "app_version_code", "app_package_name"]  # noqa: RUF023
 
     def __init__(self) -> None:
         self.installation_id: Any = None
@@ -52,7 +53,7 @@ class Client:
 class ClientContext:
     """The client context a mobile SDK caller sent."""
 
-    __slots__ = ["client", "custom", "env"]
+    __slots__ = ["custom", "env", "client"]  # noqa: RUF023 - awslambdaric's order
 
     def __init__(self) -> None:
         self.custom: Any = None
@@ -108,7 +109,7 @@ class LambdaContext:
         self.invoked_function_arn = invoked_function_arn
         self.tenant_id = tenant_id
         self._w3c_fields: dict[str, str] = {}
-        if client_context is not None and "w3c" in client_context:
+        if isinstance(client_context, dict) and "w3c" in client_context:
             # The W3C fields travel in the client context but are not the caller's data: they move to w3c().
             client_context = dict(client_context)
             w3c = client_context.pop("w3c")

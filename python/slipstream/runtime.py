@@ -199,9 +199,13 @@ def _make_context(invocation: _native.Invocation) -> LambdaContext:
 def _parse_header(value: str | None, what: str) -> Any:
     if value is None:
         return None
+    # awslambdaric reads these headers with the standard library's json, not with the event's simplejson rules: NaN
+    # is accepted and errors are worded as json words them. Only invocations that carry such a header import it.
+    import json
+
     try:
-        return _native.loads(value.encode())
-    except ValueError as exc:
+        return json.loads(value)
+    except Exception as exc:
         raise _fault("CONTEXT_UNMARSHAL_ERROR", f"{what}: {exc}") from None
 
 

@@ -203,8 +203,11 @@ class Emulator:
         cwd: str | None = None,
         handler: str | None = None,
         affinity: set[int] | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> subprocess.Popen[bytes]:
         """Starts the runtime in its own process group, its stdout and stderr going to files (`runtime_output`).
+
+        `pass_fds` stay open in the runtime under the same numbers (a telemetry fd, `_LAMBDA_TELEMETRY_LOG_FD`).
 
         `affinity` pins the runtime to those CPUs. Benchmarks pin it beside the emulator: on a virtual machine a
         wake-up on another CPU can cost more than a whole invocation, and would be what a figure measures.
@@ -232,6 +235,7 @@ class Emulator:
                 stderr=stderr,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
         return self.process
 
