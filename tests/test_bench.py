@@ -70,6 +70,7 @@ def test_quick_run_measures_every_scenario_for_every_runtime(quick: tuple[Any, P
     for scenario in scenarios:
         assert set(scenario["results"]) == set(RUNTIMES), scenario["id"]
         assert scenario["primary_metric"] in scenario["metrics"]
+        assert scenario["cpu_metric"] in scenario["metrics"]
         assert {"peak_rss_mib", "peak_pss_mib"} <= set(scenario["metrics"])
         cold = scenario["group"] == "cold-start"
         repetitions = document["settings"]["cold_repetitions" if cold else "repetitions"]

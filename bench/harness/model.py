@@ -32,7 +32,7 @@ class Settings:
     min_invocations: int = 50
     max_invocations: int = 100_000
     stream_bytes: int = 200_000_000
-    streams_per_repetition: int = 3
+    streams_per_repetition: int = 5
     buffered_bytes: int = 5_000_000
     large_event_bytes: int = 1 << 20
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)

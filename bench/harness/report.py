@@ -96,6 +96,7 @@ def scenario_entry(scenario: Scenario, results: dict[str, dict[str, Any]]) -> di
         "handler": scenario.handler,
         "params": scenario.params,
         "primary_metric": scenario.primary.name,
+        "cpu_metric": scenario.cpu.name if scenario.cpu else None,
         "metrics": {m.name: {"label": m.label, "unit": m.unit, "better": m.better} for m in scenario.metrics},
         "results": results,
         "ratios": ratios(scenario, results),
@@ -144,10 +145,13 @@ def environment() -> dict[str, Any]:
     """Where and on what the figures were taken."""
     from slipstream import _native
 
+    status = _command(["git", "status", "--porcelain", "--untracked-files=no"])
+    changed = [line.split(maxsplit=1)[1] for line in status.splitlines() if line.strip()]
     return {
         "git_commit": _command(["git", "rev-parse", "HEAD"]) or None,
         # Others edit this checkout at the same time: the build measured may hold uncommitted changes.
-        "git_dirty": bool(_command(["git", "status", "--porcelain", "--untracked-files=no"])),
+        "git_dirty": bool(changed),
+        "git_changed_files": changed,
         "python_version": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         "python_executable": sys.executable,
@@ -227,7 +231,8 @@ def markdown(document: dict[str, Any]) -> str:
     runtimes = list(document["runtimes"])
     others = [name for name in runtimes if name != SUBJECT]
     quick = " (a quick run: a check that the harness works, not figures to quote)" if settings["quick"] else ""
-    dirty = " (with uncommitted changes)" if meta["git_dirty"] else ""
+    changed = meta.get("git_changed_files") or []
+    dirty = f" with uncommitted changes to {', '.join(f'`{name}`' for name in changed)}" if changed else ""
     lines = [
         "# slipstream benchmark results",
         "",
@@ -238,9 +243,9 @@ def markdown(document: dict[str, Any]) -> str:
         " throughput, below 1 is better for times and memory; the range beside a ratio is that of the same"
         " repetition's ratios.",
         "",
-        f"- commit `{(meta['git_commit'] or 'unknown')[:12]}`{dirty},"
-        f" slipstream {meta['slipstream_version']} ({meta['build_profile']} build), awslambdaric"
-        f" {meta['awslambdaric_version']}, CPython {meta['python_version']}",
+        f"- slipstream {meta['slipstream_version']} ({meta['build_profile']} build of the native core, as last built"
+        f" into the environment), awslambdaric {meta['awslambdaric_version']}, CPython {meta['python_version']}",
+        f"- commit `{(meta['git_commit'] or 'unknown')[:12]}`{dirty}",
         f"- {machine['cpu_model']}, {machine['cores']} cores, Linux {machine['kernel']};"
         f" load average {document['load_before'][0]} before, {document['load_after'][0]} after"
         " (other work shares this machine: absolute figures are noisy, ratios within the run are what count)",
@@ -252,21 +257,33 @@ def markdown(document: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"- **{name}**: {info['description']}" for name, info in document["runtimes"].items()]
-    lines += [
-        "",
-        "## Headline",
-        "",
-        _row(["scenario", "metric", *runtimes, *(f"{SUBJECT}/{other}" for other in others)]),
-        _row(["---"] * (2 + len(runtimes) + len(others))),
-    ]
-    for scenario in document["scenarios"]:
-        metric = scenario["primary_metric"]
-        unit = scenario["metrics"][metric]["unit"]
-        about = scenario["metrics"][metric]
-        label = f"{about['label']} ({about['better']} is better)"
-        values = [cell(scenario["results"][name], metric, unit, spread=False) for name in runtimes]
-        ratio_cells = [fmt_ratio(scenario["ratios"].get(f"{SUBJECT}/{other}", {}).get(metric)) for other in others]
-        lines.append(_row([scenario["title"], label, *values, *ratio_cells]))
+    for title, key, note in (
+        ("Headline", "primary_metric", ""),
+        (
+            "Runtime CPU",
+            "cpu_metric",
+            "The CPU time the runtime's own processes spent (the emulator's not included). Other work on the machine"
+            " stretches wall-clock figures far more than this, so on a shared machine these ratios are the steadier"
+            " ones.",
+        ),
+    ):
+        lines += ["", f"## {title}", ""]
+        if note:
+            lines += [note, ""]
+        lines += [
+            _row(["scenario", "metric", *runtimes, *(f"{SUBJECT}/{other}" for other in others)]),
+            _row(["---"] * (2 + len(runtimes) + len(others))),
+        ]
+        for scenario in document["scenarios"]:
+            metric = scenario.get(key)
+            if metric is None:
+                continue
+            about = scenario["metrics"][metric]
+            label = f"{about['label']} ({about['better']} is better)"
+            values = [cell(scenario["results"][name], metric, about["unit"], spread=False) for name in runtimes]
+            pairs = scenario["ratios"]
+            ratio_cells = [fmt_ratio(pairs.get(f"{SUBJECT}/{other}", {}).get(metric)) for other in others]
+            lines.append(_row([scenario["title"], label, *values, *ratio_cells]))
 
     lines += ["", "## Every figure", ""]
     for scenario in document["scenarios"]:

@@ -20,7 +20,7 @@ import payloads
 
 from harness.model import HANDLERS, Context, Metric, Outcome, RuntimeFailure, Settings, log_tail
 from harness.runtimes import Runtime
-from procmem import PeakSampler
+from procmem import PeakSampler, tree_cpu_ns
 from slipstream.emulator import Emulator
 
 THROUGHPUT = Metric("invocations_per_s", "throughput", "invocations/s", "higher")
@@ -30,6 +30,11 @@ GBPS = Metric("gb_per_s", "stream throughput", "GB/s", "higher")
 FIRST_BYTE = Metric("first_byte_us", "time to first byte", "µs", "lower")
 TO_NEXT = Metric("to_first_next_ms", "spawn to first /next", "ms", "lower")
 TO_RESPONSE = Metric("to_first_response_ms", "spawn to first response", "ms", "lower")
+# The runtime's own CPU time (every thread of its process tree, the emulator not included): other work on the
+# machine stretches wall-clock figures, but hardly what a runtime spends on each invocation.
+CPU = Metric("cpu_us_per_invocation", "runtime CPU per invocation", "µs", "lower")
+CPU_PER_GB = Metric("cpu_ms_per_gb", "runtime CPU per GB streamed", "ms", "lower")
+INIT_CPU = Metric("init_cpu_ms", "runtime CPU to first response", "ms", "lower")
 PEAK_RSS = Metric("peak_rss_mib", "peak RSS (process tree)", "MiB", "lower")
 PEAK_PSS = Metric("peak_pss_mib", "peak PSS (process tree)", "MiB", "lower")
 MEMORY = (PEAK_RSS, PEAK_PSS)
@@ -53,6 +58,10 @@ class Scenario:
     @property
     def primary(self) -> Metric:
         return self.metrics[0]
+
+    @property
+    def cpu(self) -> Metric | None:
+        return next((m for m in self.metrics if m in (CPU, CPU_PER_GB, INIT_CPU)), None)
 
     def repetitions(self, settings: Settings) -> int:
         return settings.repetitions
@@ -199,7 +208,7 @@ class FeedScenario(Scenario):
 
 def measured_feed(emulator: Emulator, body: bytes, expect: bytes, settings: Settings, minimum: int) -> dict[str, Any]:
     """Init (one invocation), a warm-up of about `warm_seconds` whose rate sizes the measured feed, then the
-    measured feed of about `target_seconds`."""
+    measured feed of about `target_seconds`; its stats get the runtime's CPU time over it as `cpu_ns`."""
     feed(emulator, body, expect, 1, settings.timeout)
     warmed = 0.0
     count = 4
@@ -211,7 +220,11 @@ def measured_feed(emulator: Emulator, body: bytes, expect: bytes, settings: Sett
         rate = stats["completed"] / max(elapsed, 1e-9)
         count = clamp(rate * (settings.warm_seconds - warmed), 4, settings.max_invocations)
     count = clamp(rate * settings.target_seconds, minimum, settings.max_invocations)
-    return feed(emulator, body, expect, count, settings.timeout)
+    pid = emulator.runtime_pid
+    before = tree_cpu_ns(pid)
+    stats = feed(emulator, body, expect, count, settings.timeout)
+    stats["cpu_ns"] = tree_cpu_ns(pid) - before
+    return stats
 
 
 def feed_outcome(stats: dict[str, Any], figures: dict[str, float]) -> Outcome:
@@ -220,6 +233,7 @@ def feed_outcome(stats: dict[str, Any], figures: dict[str, float]) -> Outcome:
         THROUGHPUT.name: stats["completed"] / (stats["elapsed_ns"] / 1e9),
         P50.name: percentile(latencies, 50),
         P99.name: percentile(latencies, 99),
+        CPU.name: stats["cpu_ns"] / stats["completed"] / 1000,
         **figures,
     }
     return Outcome(metrics, latencies)
@@ -247,7 +261,10 @@ class StreamScenario(Scenario):
             emulator,
             sampler,
         ):
+            cpu_before = 0
             for index in range(settings.streams_per_repetition + 1):
+                if index == 1:
+                    cpu_before = tree_cpu_ns(emulator.runtime_pid)
                 result = invoke(emulator, event, settings.timeout)
                 if not result.streamed or result.body_len != self.total or result.body != expected_head:
                     raise failure(
@@ -264,8 +281,13 @@ class StreamScenario(Scenario):
                 streamed += result.body_len
                 seconds += (result.done_ns - result.delivered_ns) / 1e9
                 first_bytes.append((result.first_byte_ns - result.delivered_ns) / 1000)
+            cpu_ns = tree_cpu_ns(emulator.runtime_pid) - cpu_before
             figures = memory(sampler)
-        metrics = {GBPS.name: streamed / seconds / 1e9, FIRST_BYTE.name: sorted(first_bytes)[len(first_bytes) // 2]}
+        metrics = {
+            GBPS.name: streamed / seconds / 1e9,
+            FIRST_BYTE.name: sorted(first_bytes)[len(first_bytes) // 2],
+            CPU_PER_GB.name: cpu_ns / 1e6 / (streamed / 1e9),
+        }
         return Outcome({**metrics, **figures})
 
 
@@ -317,6 +339,7 @@ class ColdStartScenario(Scenario):
                         "wrong results",
                         f"answered {result.kind}: {result.body[:300].decode(errors='replace')}",
                     )
+                init_cpu_ns = tree_cpu_ns(emulator.runtime_pid)
                 figures = memory(sampler)
             nexts = emulator.records("next")
             if not nexts:
@@ -326,6 +349,7 @@ class ColdStartScenario(Scenario):
         metrics = {
             TO_RESPONSE.name: (result.done_ns - spawned) / 1e6,
             TO_NEXT.name: (nexts[0].at_ns - spawned) / 1e6,
+            INIT_CPU.name: init_cpu_ns / 1e6,
         }
         return Outcome({**metrics, **figures})
 
@@ -388,7 +412,7 @@ def build(settings: Settings, context: Context) -> list[Scenario]:
     buffered = payloads.encode(payloads.document(settings.buffered_bytes))
     buffered_file = context.scratch / "buffered.json"
     buffered_file.write_bytes(buffered)
-    feed_metrics = (THROUGHPUT, P50, P99, *MEMORY)
+    feed_metrics = (THROUGHPUT, P50, P99, CPU, *MEMORY)
     scenarios: list[Scenario] = [
         FeedScenario(
             "echo",
@@ -431,7 +455,7 @@ def build(settings: Settings, context: Context) -> list[Scenario]:
             f"{settings.stream_bytes:,} bytes streamed in 1 MiB chunks by a generator handler; "
             f"{settings.streams_per_repetition} streams per repetition after one unmeasured",
             "streamed.handler",
-            (GBPS, FIRST_BYTE, *MEMORY),
+            (GBPS, FIRST_BYTE, CPU_PER_GB, *MEMORY),
             {"stream_bytes": settings.stream_bytes, "chunk_bytes": len(payloads.CHUNK)},
             total=settings.stream_bytes,
         ),
@@ -441,7 +465,7 @@ def build(settings: Settings, context: Context) -> list[Scenario]:
             "Cold start, trivial handler",
             "process spawn to the first /next and to the first response, the event queued right after the spawn",
             "coldstart.handler",
-            (TO_RESPONSE, TO_NEXT, *MEMORY),
+            (TO_RESPONSE, TO_NEXT, INIT_CPU, *MEMORY),
         ),
         ColdStartScenario(
             "cold-start-boto3",
@@ -449,7 +473,7 @@ def build(settings: Settings, context: Context) -> list[Scenario]:
             "Cold start, boto3 S3 client at init",
             "as above, with a handler module that imports boto3 and creates an S3 client",
             "coldstart_boto3.handler",
-            (TO_RESPONSE, TO_NEXT, *MEMORY),
+            (TO_RESPONSE, TO_NEXT, INIT_CPU, *MEMORY),
             needs="boto3",
         ),
     ]
@@ -475,7 +499,7 @@ def build(settings: Settings, context: Context) -> list[Scenario]:
                     f"Managed Instances, {workload}, concurrency {concurrency}",
                     f"AWS_LAMBDA_MAX_CONCURRENCY={concurrency}; {what}",
                     handler,
-                    (THROUGHPUT, P50, P99, *MEMORY),
+                    (THROUGHPUT, P50, P99, CPU, *MEMORY),
                     {"concurrency": concurrency, "workload": workload},
                     concurrency=concurrency,
                     workload=workload,
