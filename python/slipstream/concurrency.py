@@ -11,7 +11,10 @@ it had in flight get a `Runtime.ExitError` answer, so no caller is left waiting.
 - `SLIPSTREAM_FORK_AFTER_INIT=0` gives awslambdaric's model, one full init per worker, for handlers that are not
   fork-safe (threads started or sockets opened at import time).
 
-Each worker tells the supervisor through a pipe which invocations it is running: one line per start and per end.
+Every slot polls `/next` on a connection of its own (one `RuntimeClient` per slot), and answers on it.
+
+Each worker tells the supervisor through a pipe which invocations it is running: `R` once it is ready to poll,
+then one line when an invocation starts (`S`, request id, invocation id) and one when it has been answered (`E`).
 """
 
 from __future__ import annotations
@@ -33,13 +36,22 @@ ENV_MAX_CONCURRENCY = "AWS_LAMBDA_MAX_CONCURRENCY"
 ENV_FORK_AFTER_INIT = "SLIPSTREAM_FORK_AFTER_INIT"
 ENV_ASYNC_PROCESSES = "SLIPSTREAM_ASYNC_PROCESSES"
 ENV_LOG_SOCKET = "_LAMBDA_TELEMETRY_LOG_FD_PROVIDER_SOCKET"
+_TRACE_ENV = "_X_AMZN_TRACE_ID"
 
+_EXIT_GIVE_UP = 1
 _EXIT_INIT_ERROR = 1
 _EXIT_WORKER_CRASH = 70
-# A worker that dies before it is ready this many times in a row means the environment cannot serve.
+# Workers that die this many times in a row before they ran any invocation mean the environment cannot serve
+# (the Runtime API is gone, or something in the worker's start fails every time).
 _MAX_EARLY_DEATHS = 3
 # How long SIGTERM waits for in-flight invocations before the workers are killed (Lambda allows about 2 s).
 _DRAIN_SECONDS = 1.8
+# A slot of a shared event loop whose `/next` failed (after the core's own retries) tries again this many times,
+# waiting 0.1 s, then 0.2 s, ..., before its process gives up and the supervisor replaces it.
+_SLOT_NEXT_ATTEMPTS = 4
+_SLOT_FIRST_BACKOFF = 0.1
+# awslambdaric's name for the record its parent logs (at DEBUG) before it starts the workers.
+_WORKER_POOL_EVENT = "runtime_worker_pool_initializing"
 
 
 def parse_max_concurrency(value: str) -> int:
@@ -50,6 +62,18 @@ def parse_max_concurrency(value: str) -> int:
     if count < 1:
         raise ValueError(f"{ENV_MAX_CONCURRENCY} must be a whole number of at least 1, not {value!r}")
     return count
+
+
+def _async_processes(max_concurrency: int) -> int:
+    value = os.environ.get(ENV_ASYNC_PROCESSES, "")
+    try:
+        count = int(value) if value else 1
+    except ValueError:
+        count = 0
+    if count < 1:
+        logs.diag(f"{ENV_ASYNC_PROCESSES} must be a whole number of at least 1, not {value!r}; using 1")
+        count = 1
+    return min(count, max_concurrency)
 
 
 def run(handler_name: str, max_concurrency: int) -> int:
@@ -67,11 +91,16 @@ def run(handler_name: str, max_concurrency: int) -> int:
         except Exception as exc:
             return report_init_failure(client, exc)
 
-    if handler is not None and is_async(handler):
-        processes = max(1, min(int(os.environ.get(ENV_ASYNC_PROCESSES, "1") or 1), max_concurrency))
-    else:
-        processes = max_concurrency
+    # Without the handler the parent cannot tell an `async def` one: each worker then serves one slot.
+    processes = _async_processes(max_concurrency) if handler is not None and is_async(handler) else max_concurrency
     slots = [max_concurrency // processes + (1 if i < max_concurrency % processes else 0) for i in range(processes)]
+    logs.log_debug(
+        {
+            "event": _WORKER_POOL_EVENT,
+            "workerCount": processes,
+            "executionEnvironmentMaxConcurrency": max_concurrency,
+        }
+    )
 
     import gc
 
@@ -82,19 +111,22 @@ def run(handler_name: str, max_concurrency: int) -> int:
 
 
 class WorkerState:
-    __slots__ = ("early", "inflight", "partial", "pid", "ready", "slots", "status_fd")
+    __slots__ = ("inflight", "partial", "pid", "ready", "served", "slots", "status_fd")
 
     def __init__(self, pid: int, status_fd: int, slots: int) -> None:
         self.pid = pid
         self.status_fd = status_fd
         self.slots = slots
+        # Past its init (`R`), and past the start of its first invocation (`S`).
         self.ready = False
-        self.early = True
+        self.served = False
         self.inflight: dict[str, str | None] = {}
         self.partial = b""
 
 
 class Supervisor:
+    """The main process after init: starts the workers, replaces the dead, answers what they left, drains."""
+
     def __init__(self, client: _native.RuntimeClient, handler_name: str, handler: Handler | None, slots: list[int]):
         self.client = client
         self.handler_name = handler_name
@@ -102,13 +134,16 @@ class Supervisor:
         self.slots = slots
         self.workers: dict[int, WorkerState] = {}
         self.stopping = False
+        self.exit_code = 0
         self.early_deaths = 0
+        self.wake_fds: tuple[int, int] = (-1, -1)
 
     def run(self) -> int:
         import _signal
         import select
+        import time
 
-        wake_read, wake_write = os.pipe()
+        wake_read, wake_write = self.wake_fds = os.pipe()
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
         _signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
@@ -118,18 +153,16 @@ class Supervisor:
         for count in self.slots:
             self.spawn(count)
 
-        import time
-
         deadline: float | None = None
-        poller = select.poll()
-        while True:
+        killed = False
+        while self.workers or not self.stopping:
+            if self.stopping and deadline is None:
+                deadline = time.monotonic() + _DRAIN_SECONDS
             poller = select.poll()
             poller.register(wake_read, select.POLLIN)
             for worker in self.workers.values():
                 poller.register(worker.status_fd, select.POLLIN)
-            if self.stopping and deadline is None:
-                deadline = time.monotonic() + _DRAIN_SECONDS
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+            timeout = None if deadline is None or killed else max(0.0, deadline - time.monotonic()) * 1000
             try:
                 ready = poller.poll(timeout)
             except InterruptedError:
@@ -139,17 +172,22 @@ class Supervisor:
                     _drain(wake_read)
                 else:
                     self.read_status(fd)
-            code = self.reap()
-            if code is not None:
-                return code
-            if self.stopping and not self.workers:
-                logs.diag("SIGTERM received, workers drained, exiting")
-                return 0
-            if deadline is not None and time.monotonic() >= deadline:
+            self.reap()
+            if deadline is not None and not killed and time.monotonic() >= deadline:
+                # Lambda kills the environment soon after SIGTERM anyway; the invocations still running are
+                # answered when their workers are reaped.
+                logs.diag("in-flight invocations did not end in time; stopping their workers")
                 for worker in self.workers.values():
                     _kill(worker.pid, 9)
+                killed = True
 
-    def begin_stop(self) -> None:
+        if self.exit_code == 0:
+            logs.diag("SIGTERM received, workers drained, exiting")
+        return self.exit_code
+
+    def begin_stop(self, exit_code: int = 0) -> None:
+        if exit_code and not self.exit_code:
+            self.exit_code = exit_code
         if self.stopping:
             return
         self.stopping = True
@@ -164,7 +202,8 @@ class Supervisor:
             code = _EXIT_WORKER_CRASH
             try:
                 try:
-                    os.close(status_read)
+                    for fd in (status_read, *self.wake_fds, *(w.status_fd for w in self.workers.values())):
+                        os.close(fd)
                     code = worker_main(status_write, self.handler_name, self.handler, slots)
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else 1
@@ -196,23 +235,23 @@ class Supervisor:
             kind, _, rest = line.decode().partition("\t")
             if kind == "R":
                 worker.ready = True
-                worker.early = False
-                self.early_deaths = 0
             elif kind == "S":
                 request_id, _, invocation_id = rest.partition("\t")
                 worker.inflight[request_id] = invocation_id or None
+                worker.served = True
+                self.early_deaths = 0
             elif kind == "E":
                 worker.inflight.pop(rest, None)
 
-    def reap(self) -> int | None:
-        """Collects dead workers, answers their invocations, replaces them. Returns an exit code to stop."""
+    def reap(self) -> None:
+        """Collects dead workers, answers their invocations and replaces them, or stops when that cannot help."""
         while self.workers:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return None
+                return
             if pid == 0:
-                return None
+                return
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
@@ -222,28 +261,37 @@ class Supervisor:
             except BlockingIOError:
                 pass
             os.close(worker.status_fd)
+
             reason = _describe_exit(status)
             for request_id, invocation_id in worker.inflight.items():
                 self.answer_lost_invocation(request_id, invocation_id, reason)
             if self.stopping:
                 continue
-            logs.diag(f"worker {pid} {reason}; starting a replacement")
-            if worker.early:
+            if not worker.ready and self.handler is None and os.WIFEXITED(status):
+                # Its own init failed (and was reported): the function cannot start.
+                logs.diag(f"worker {pid} failed its init ({reason}); the environment cannot serve")
+                self.begin_stop(_EXIT_INIT_ERROR)
+                continue
+            if not worker.served:
                 self.early_deaths += 1
-                if self.early_deaths >= _MAX_EARLY_DEATHS or (self.handler is None and os.WIFEXITED(status)):
-                    logs.diag("workers keep failing before they are ready; the environment cannot serve")
-                    self.begin_stop()
-                    return _EXIT_INIT_ERROR
+                if self.early_deaths >= _MAX_EARLY_DEATHS:
+                    logs.diag(f"worker {pid} {reason}; workers keep dying before they serve, giving up")
+                    self.begin_stop(_EXIT_GIVE_UP)
+                    continue
+            logs.diag(f"worker {pid} {reason}; starting a replacement")
             self.spawn(worker.slots)
-        return None
 
     def answer_lost_invocation(self, request_id: str, invocation_id: str | None, reason: str) -> None:
         from slipstream import errors
 
+        # Lambda's own words for an invocation whose runtime died under it.
         message = f"RequestId: {request_id} Error: Runtime exited with error: {reason}"
         error = errors.make_error(message, "Runtime.ExitError", [], request_id)
         logs.set_request(request_id, None)
-        logs.log_uncaught_error(error)
+        try:
+            logs.log_uncaught_error(error)
+        finally:
+            logs.set_request("", None)
         try:
             status, body = self.client.post_error(request_id, invocation_id, errors.encode(error), "")
         except _native.RuntimeApiError as exc:
@@ -254,8 +302,14 @@ class Supervisor:
 
 
 def _describe_exit(status: int) -> str:
+    """A wait status as Lambda words it (Go's `ProcessState`): `exit status 3`, `signal: segmentation fault`."""
     if os.WIFSIGNALED(status):
-        return f"signal: {os.WTERMSIG(status)}"
+        import _signal
+
+        number = os.WTERMSIG(status)
+        name = _signal.strsignal(number) or f"signal {number}"
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return f"signal: {name[:1].lower()}{name[1:]}{core}"
     return f"exit status {os.WEXITSTATUS(status)}"
 
 
@@ -301,6 +355,10 @@ class TrackedRuntime(Runtime):
         self.status.send(f"S\t{invocation.request_id}\t{invocation.invocation_id or ''}")
         try:
             super().handle(invocation)
+        except _native.RuntimeApiError as exc:
+            # As awslambdaric's Managed Instances client: a reply that could not be delivered costs that
+            # invocation, not the worker.
+            logs.diag(f"cannot deliver the reply: {exc}", invocation.request_id)
         finally:
             self.status.send(f"E\t{invocation.request_id}")
 
@@ -314,9 +372,15 @@ def connect_log_socket() -> None:
 
     for fd in (1, 2):
         connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        connection.connect(path)
-        os.dup2(connection.fileno(), fd)
-        connection.close()
+        try:
+            connection.connect(path)
+            os.dup2(connection.fileno(), fd)
+        except OSError as exc:
+            # The logs still reach the streams the main process was given.
+            logs.diag(f"cannot connect to the log socket {path!r}: {exc}")
+            return
+        finally:
+            connection.close()
 
 
 def worker_main(status_fd: int, handler_name: str, handler: Handler | None, slots: int) -> int:
@@ -366,9 +430,21 @@ def serve_async(handler: Handler, slots: int, status: StatusPipe) -> int:
 async def _serve_slots(handler: Handler, slots: int, status: StatusPipe, loop: Any) -> int:
     import _signal
     import asyncio
+    import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
     install_trace_environ()
+    if slots > 1:
+        logs.isolate_requests()
+
+    class ContextExecutor(ThreadPoolExecutor):
+        """The loop's default executor: `run_in_executor(None, f)` runs `f` in the caller's context, so
+        synchronous code a handler hands to a thread (boto3 calls) logs and traces as its invocation."""
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+    loop.set_default_executor(ContextExecutor(thread_name_prefix="slipstream-executor"))
     runtimes = [ConcurrentRuntime(_native.RuntimeClient(user_agent()), handler) for _ in range(slots)]
     # One thread per slot blocks in the core's `/next` with the GIL released; everything else runs on the loop.
     pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="slipstream-slot")
@@ -382,21 +458,36 @@ async def _serve_slots(handler: Handler, slots: int, status: StatusPipe, loop: A
 
     loop.add_signal_handler(_signal.SIGTERM, stop)
     failures: list[BaseException] = []
+    exits: list[int] = []
 
     async def slot(runtime: ConcurrentRuntime) -> None:
+        failed = 0
         while not stopping:
             try:
                 invocation = await loop.run_in_executor(pool, runtime.client.next)
             except _native.Interrupted:
                 return
             except _native.RuntimeApiError as exc:
+                failed += 1
+                if failed < _SLOT_NEXT_ATTEMPTS and not stopping:
+                    logs.diag(f"/next failed, trying again: {exc}")
+                    await asyncio.sleep(_SLOT_FIRST_BACKOFF * 2 ** (failed - 1))
+                    continue
                 if not stopping:
                     failures.append(exc)
                     stop()
                 return
+            failed = 0
             status.send(f"S\t{invocation.request_id}\t{invocation.invocation_id or ''}")
             try:
                 await runtime.handle_async(invocation)
+            except _native.RuntimeApiError as exc:
+                logs.diag(f"cannot deliver the reply: {exc}", invocation.request_id)
+            except SystemExit as exc:
+                # The handler asked the process to end (its invocation was answered): the other slots finish
+                # theirs, then the supervisor replaces the process.
+                exits.append(exc.code if isinstance(exc.code, int) else 1)
+                stop()
             finally:
                 status.send(f"E\t{invocation.request_id}")
 
@@ -407,7 +498,7 @@ async def _serve_slots(handler: Handler, slots: int, status: StatusPipe, loop: A
     if failures:
         logs.diag(f"cannot continue: {failures[0]}")
         return 1
-    return 0
+    return exits[0] if exits else 0
 
 
 _trace_id_var: Any = None
@@ -417,7 +508,8 @@ def install_trace_environ() -> None:
     """Makes `os.environ["_X_AMZN_TRACE_ID"]` read the current invocation's trace id from a contextvar.
 
     Invocations sharing a process cannot share one environment variable, yet botocore (and the X-Ray SDK) read
-    that variable to propagate the trace: reads of it answer from the running invocation's context instead.
+    that variable to propagate the trace: reads of it answer from the running invocation's context instead, and
+    a thread that runs in no invocation's context finds no trace id rather than another invocation's.
     """
     global _trace_id_var
     import contextvars
@@ -428,7 +520,7 @@ def install_trace_environ() -> None:
 
     class TraceAwareEnviron(environ_type):  # type: ignore[valid-type,misc]
         def __getitem__(self, key: str) -> str:
-            if key == "_X_AMZN_TRACE_ID":
+            if key == _TRACE_ENV:
                 value = var.get()
                 if value is None:
                     raise KeyError(key)
@@ -436,11 +528,25 @@ def install_trace_environ() -> None:
             return str(super().__getitem__(key))
 
         def __contains__(self, key: object) -> bool:
-            if key == "_X_AMZN_TRACE_ID":
+            if key == _TRACE_ENV:
                 return var.get() is not None
             return bool(super().__contains__(key))
 
-    os.environ.pop("_X_AMZN_TRACE_ID", None)
+        def __setitem__(self, key: str, value: str) -> None:
+            if key == _TRACE_ENV:
+                var.set(str(value))
+                return
+            super().__setitem__(key, value)
+
+        def __delitem__(self, key: str) -> None:
+            if key == _TRACE_ENV:
+                if var.get() is None:
+                    raise KeyError(key)
+                var.set(None)
+                return
+            super().__delitem__(key)
+
+    os.environ.pop(_TRACE_ENV, None)
     os.environ.__class__ = TraceAwareEnviron
 
 
@@ -449,7 +555,7 @@ def current_trace_id() -> str | None:
     if _trace_id_var is not None:
         value = _trace_id_var.get()
         return None if value is None else str(value)
-    return os.environ.get("_X_AMZN_TRACE_ID")
+    return os.environ.get(_TRACE_ENV)
 
 
 class ConcurrentRuntime(Runtime):
@@ -485,3 +591,6 @@ class ConcurrentRuntime(Runtime):
             self.complete(invocation, result)
         except Exception as exc:
             self.report_error(invocation, exc)
+        except SystemExit as exc:
+            self.report_error(invocation, exc)
+            raise

@@ -96,6 +96,9 @@ _hook: "_LoggingHook | None" = None
 # latest invocation, as they do under awslambdaric's process-wide globals.
 _latest: tuple[str, str | None, str | None] = ("", None, None)
 _request: ContextVar[tuple[str, str | None, str | None]] = ContextVar("slipstream_request")
+# Off when invocations share a process (Managed Instances, `async def`): there the latest invocation
+# is often another one, so a thread without a context gets no request id rather than a wrong one.
+_share_latest = True
 # From 3.12 records carry the running asyncio task's name, and awslambdaric copies it into JSON.
 _TASK_NAMES = sys.version_info >= (3, 12)
 
@@ -141,8 +144,10 @@ def set_request(request_id: str, tenant_id: str | None) -> None:
     name is then kept out of JSON records, as no task runs user code under awslambdaric.
     """
     global _latest
-    _latest = (request_id, tenant_id, _current_task_name() if _TASK_NAMES else None)
-    _request.set(_latest)
+    current = (request_id, tenant_id, _current_task_name() if _TASK_NAMES else None)
+    if _share_latest:
+        _latest = current
+    _request.set(current)
     if _hook is not None and "logging" in sys.modules:
         # Something imported logging without the hook seeing it (a finder ahead of it on
         # sys.meta_path).
@@ -205,6 +210,42 @@ def log_init_warning() -> None:
         "message": _INIT_WARNING,
     }
     _write(_TEXT_FORMAT % fields, _TEXT_FRAMES[_WARNING] if _tagged else _UNTAGGED)
+
+
+def isolate_requests() -> None:
+    """From now on several invocations run at once in this process: see `_share_latest`."""
+    global _share_latest, _latest
+    _share_latest = False
+    _latest = ("", None, None)
+
+
+def log_debug(message: object) -> None:
+    """`logging.getLogger().debug(message)`, without importing `logging` when user code has not."""
+    if "logging" in sys.modules:
+        if _hook is not None:
+            _configure_logging()
+        import logging
+
+        logging.getLogger().debug(message)
+        return
+    # Python's root logger starts at WARNING: only AWS_LAMBDA_LOG_LEVEL lets a DEBUG record through.
+    if _root_level is None or _root_level > 10:
+        return
+    created = time.time()
+    request_id, tenant_id, _ = _current()
+    if _json_format:
+        timestamp = time.strftime(_JSON_DATE_FORMAT, time.gmtime(created))
+        payload = _json_record(timestamp, 1, message, "root", request_id, tenant_id)
+        _write(payload, _JSON_FRAMES[1])
+        return
+    fields = {
+        "levelname": "DEBUG",
+        "asctime": time.strftime(_TEXT_DATE_FORMAT, time.gmtime(created)),
+        "msecs": int((created - int(created)) * 1000),
+        "aws_request_id": request_id,
+        "message": message,
+    }
+    _write(_TEXT_FORMAT % fields, _TEXT_FRAMES[1] if _tagged else _UNTAGGED)
 
 
 def context_log(message: str) -> None:

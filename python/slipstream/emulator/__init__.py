@@ -11,8 +11,10 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from typing import Any
 
 from slipstream import _native
 
-__all__ = ["DEFAULT_ENVIRONMENT", "Emulator", "Fault", "Record", "Result"]
+__all__ = ["DEFAULT_ENVIRONMENT", "Emulator", "Fault", "LogSocket", "Record", "Result"]
 
 FUNCTION_NAME = "function"
 DEFAULT_ENVIRONMENT = {
@@ -137,6 +139,75 @@ def _json_header(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
+class LogSocket:
+    """The Managed Instances log socket, `_LAMBDA_TELEMETRY_LOG_FD_PROVIDER_SOCKET`: a Unix stream socket that each
+    worker connects to twice and puts on its stdout and stderr. Lambda reads it line by line (one line, one
+    record); this keeps the bytes of each connection, in the order they were accepted."""
+
+    def __init__(self) -> None:
+        self._directory = tempfile.TemporaryDirectory(prefix="slipstream-logs-")
+        self.path = os.path.join(self._directory.name, "logs.sock")
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self.path)
+        self._server.listen(128)
+        self._lock = threading.Lock()
+        self._received: list[bytearray] = []
+        # Closing a socket another thread waits on is not a reliable wake-up: a byte on this pair is.
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._thread = threading.Thread(target=self._serve, name="emulator-log-socket", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import selectors
+
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._server, selectors.EVENT_READ)
+            selector.register(self._wake_read, selectors.EVENT_READ)
+            while True:
+                for key, _ in selector.select():
+                    if key.fileobj is self._wake_read:
+                        for other in list(selector.get_map().values()):
+                            if other.data is not None:
+                                other.fileobj.close()  # type: ignore[union-attr]
+                        return
+                    if key.fileobj is self._server:
+                        connection, _ = self._server.accept()
+                        received = bytearray()
+                        with self._lock:
+                            self._received.append(received)
+                        selector.register(connection, selectors.EVENT_READ, received)
+                        continue
+                    connection = key.fileobj  # type: ignore[assignment]
+                    data = connection.recv(65536)
+                    if not data:
+                        selector.unregister(connection)
+                        connection.close()
+                        continue
+                    with self._lock:
+                        key.data.extend(data)
+
+    def connections(self) -> list[bytes]:
+        """What arrived on each connection so far."""
+        with self._lock:
+            return [bytes(received) for received in self._received]
+
+    def lines(self) -> list[str]:
+        """The complete lines that arrived so far, connection after connection."""
+        lines: list[str] = []
+        for received in self.connections():
+            lines.extend(received.decode(errors="replace").split("\n")[:-1])
+        return lines
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self._wake_write.send(b"x")
+        self._thread.join(5)
+        for end in (self._server, self._wake_read, self._wake_write):
+            end.close()
+        self._directory.cleanup()
+
+
 class Emulator:
     """A Runtime API on `127.0.0.1`, with at most one runtime process started on it at a time."""
 
@@ -150,10 +221,15 @@ class Emulator:
         keep_records: bool = True,
         keep_body: int = 64 * 1024 * 1024,
         affinity: set[int] | None = None,
+        log_socket: bool = False,
     ) -> None:
-        """`affinity` pins the emulator's threads (they inherit it from the thread that creates the server)."""
+        """`affinity` pins the emulator's threads (they inherit it from the thread that creates the server).
+
+        `log_socket` serves a Managed Instances log socket (`LogSocket`) and names it to the runtime.
+        """
         self.snap_start = snap_start
         self.max_concurrency = max_concurrency
+        self.log_socket = LogSocket() if log_socket else None
         previous = os.sched_getaffinity(0)
         if affinity is not None:
             os.sched_setaffinity(0, affinity)
@@ -191,7 +267,12 @@ class Emulator:
         if handler is not None:
             environment["_HANDLER"] = handler
         if self.max_concurrency:
+            # As Lambda sets up a Managed Instances environment, where JSON is the only log format.
             environment["AWS_LAMBDA_MAX_CONCURRENCY"] = str(self.max_concurrency)
+            environment["AWS_LAMBDA_INITIALIZATION_TYPE"] = "lambda-managed-instances"
+            environment["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+        if self.log_socket is not None:
+            environment["_LAMBDA_TELEMETRY_LOG_FD_PROVIDER_SOCKET"] = self.log_socket.path
         environment.update(env)
         return environment
 
@@ -383,6 +464,8 @@ class Emulator:
             self.stop_runtime()
         finally:
             self.core.close()
+            if self.log_socket is not None:
+                self.log_socket.close()
             if self._tempdir is not None:
                 self._tempdir.cleanup()
                 self._tempdir = None
