@@ -4,7 +4,7 @@ import sys
 
 
 def _run() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] in {"demo", "bench", "emulator", "help", "--help", "-h"}:
+    if len(sys.argv) > 1 and sys.argv[1] in {"demo", "bench", "emulator", "snapshot", "help", "--help", "-h"}:
         from slipstream.cli import main as cli_main
 
         return int(cli_main(sys.argv[1:]))

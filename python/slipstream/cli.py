@@ -1,4 +1,4 @@
-"""The `slipstream` command: `demo`, `emulator` and `bench`.
+"""The `slipstream` command: `demo`, `emulator`, `bench` and `snapshot`.
 
 Nothing here is on the runtime's path: `python -m slipstream module.handler` never imports this module.
 """
@@ -14,6 +14,7 @@ commands:
   demo       run the example handlers on the built-in emulator and print what they answered
   emulator   run the local Runtime API emulator (see `slipstream emulator --help`)
   bench      run the benchmark harness against awslambdaric (from a source checkout)
+  snapshot   snapshot a function's init at build time for faster cold starts (see `slipstream snapshot --help`)
 """
 
 
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(emulator_main(rest))
     if command == "bench":
         return bench(rest)
+    if command == "snapshot":
+        from slipstream.snapshot import main as snapshot_main
+
+        return snapshot_main(rest)
     sys.stderr.write(f"slipstream: unknown command {command!r}\n{USAGE}")
     return 2
 

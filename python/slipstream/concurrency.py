@@ -19,10 +19,11 @@ then one line when an invocation starts (`S`, request id, invocation id) and one
 
 from __future__ import annotations
 
+import _signal
 import os
 import sys
 
-from slipstream import _native, logs
+from slipstream import _native, logs, preload
 from slipstream.handler import is_async, load_handler
 from slipstream.runtime import Runtime, Shutdown, report_init_failure, user_agent
 
@@ -86,10 +87,13 @@ def run(handler_name: str, max_concurrency: int) -> int:
 
     handler: Handler | None = None
     if os.environ.get(ENV_FORK_AFTER_INIT, "1").lower() not in {"0", "false", "no"}:
+        preload.install(handler_name)  # the workers fork from what the snapshot preloaded
         try:
             handler = load_handler(handler_name)
         except Exception as exc:
+            preload.finish(initialised=False)
             return report_init_failure(client, exc)
+        preload.finish()
 
     # Without the handler the parent cannot tell an `async def` one: each worker then serves one slot.
     processes = _async_processes(max_concurrency) if handler is not None and is_async(handler) else max_concurrency
@@ -139,7 +143,6 @@ class Supervisor:
         self.wake_fds: tuple[int, int] = (-1, -1)
 
     def run(self) -> int:
-        import _signal
         import select
         import time
 
@@ -202,6 +205,8 @@ class Supervisor:
             code = _EXIT_WORKER_CRASH
             try:
                 try:
+                    # The supervisor's pipes are of no use here: the wake-up fd first, as a signal writes to it.
+                    _signal.set_wakeup_fd(-1)
                     for fd in (status_read, *self.wake_fds, *(w.status_fd for w in self.workers.values())):
                         os.close(fd)
                     code = worker_main(status_write, self.handler_name, self.handler, slots)
@@ -209,8 +214,6 @@ class Supervisor:
                     code = exc.code if isinstance(exc.code, int) else 1
                 except BaseException as exc:
                     logs.diag(f"worker failed: {type(exc).__name__}: {exc}")
-                import _signal
-
                 _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
                 _flush()
             finally:
@@ -304,8 +307,6 @@ class Supervisor:
 def _describe_exit(status: int) -> str:
     """A wait status as Lambda words it (Go's `ProcessState`): `exit status 3`, `signal: segmentation fault`."""
     if os.WIFSIGNALED(status):
-        import _signal
-
         number = os.WTERMSIG(status)
         name = _signal.strsignal(number) or f"signal {number}"
         core = " (core dumped)" if os.WCOREDUMP(status) else ""
@@ -385,11 +386,8 @@ def connect_log_socket() -> None:
 
 def worker_main(status_fd: int, handler_name: str, handler: Handler | None, slots: int) -> int:
     """A worker process: (init,) then serve `slots` invocations at a time until SIGTERM."""
-    import _signal
-
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
     _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
-    _signal.set_wakeup_fd(-1)
     connect_log_socket()
     status = StatusPipe(status_fd)
     client = _native.RuntimeClient(user_agent())
@@ -428,7 +426,6 @@ def serve_async(handler: Handler, slots: int, status: StatusPipe) -> int:
 
 
 async def _serve_slots(handler: Handler, slots: int, status: StatusPipe, loop: Any) -> int:
-    import _signal
     import asyncio
     import contextvars
     from concurrent.futures import ThreadPoolExecutor

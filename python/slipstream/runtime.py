@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from slipstream import _native, logs
+from slipstream import _native, logs, preload
 from slipstream.context import LambdaContext
 from slipstream.handler import is_async, load_handler
 
@@ -245,6 +245,8 @@ def _snap_start(client: _native.RuntimeClient) -> int | None:
         return _EXIT_BEFORE_SNAPSHOT
 
     try:
+        # Every environment restored from one Lambda snapshot would otherwise draw the same random numbers.
+        preload.reseed()
         for function, args, kwargs in after:
             function(*args, **kwargs)
     except Exception as exc:
@@ -312,10 +314,14 @@ def main(argv: list[str]) -> int:
         logs.diag(str(exc))
         return 1
 
+    # Modules come from the function's snapshot, when it has one (`slipstream snapshot`), until init is over.
+    preload.install(handler_name)
     try:
         handler = load_handler(handler_name)
     except Exception as exc:
+        preload.finish(initialised=False)
         return report_init_failure(client, exc)
+    preload.finish()
 
     if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
         code = _snap_start(client)

@@ -1,0 +1,3 @@
+"""Imported by the handler on its first invocation only."""
+
+VALUE = "lazy"

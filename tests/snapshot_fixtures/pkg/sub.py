@@ -1,0 +1,5 @@
+VALUE = 1
+
+
+def fail():
+    raise ValueError("raised in pkg.sub")
