@@ -86,9 +86,11 @@ def launched(
     *,
     env: dict[str, str] | None = None,
     affinity: set[int] | None = None,
+    sample_interval: float = 0.02,
     **emulator_options: Any,
 ) -> Iterator[tuple[Emulator, PeakSampler]]:
-    """An emulator with `runtime` started on it, its process tree's memory sampled; everything stopped after."""
+    """An emulator with `runtime` started on it, its process tree's memory sampled every `sample_interval` seconds;
+    everything stopped after."""
     emulator = Emulator(affinity=affinity, **emulator_options)
     try:
         try:
@@ -100,7 +102,7 @@ def launched(
             )
         except OSError as exc:
             raise RuntimeFailure("could not start", f"{runtime.command(handler)[0]}: {exc}") from exc
-        with PeakSampler(emulator.runtime_pid) as sampler:
+        with PeakSampler(emulator.runtime_pid, interval=sample_interval) as sampler:
             yield emulator, sampler
     finally:
         emulator.close()
@@ -131,7 +133,8 @@ def feed(emulator: Emulator, body: bytes, expect: bytes, count: int, timeout: fl
     while thread.is_alive():
         thread.join(0.05)
         if thread.is_alive() and (code := process.poll()) is not None:
-            # Closing the server wakes the feed's wait; this emulator is done anyway.
+            # `run_feed` does not watch the process and would wait out its whole timeout for events nobody will
+            # take; closing the server wakes its wait, and this emulator is done anyway.
             emulator.core.close()
             thread.join(10)
     stats = box.get("stats")
@@ -389,6 +392,9 @@ class ConcurrencyScenario(Scenario):
             keep_records=False,
             max_concurrency=self.concurrency,
             affinity=everywhere,
+            # Reading the memory of up to 17 processes takes CPU the workers compete for, and each read briefly
+            # holds the process's memory map: sampled less often than elsewhere, steady state being flat.
+            sample_interval=0.1,
         ) as (emulator, sampler):
             stats = measured_feed(
                 emulator, self.event, self.expect, settings, settings.min_invocations * self.concurrency
