@@ -284,3 +284,72 @@ def test_main_process_exits_non_zero_when_the_runtime_api_is_gone(start_function
     function.emulator.core.close()
     code = function.exit_code(timeout=30.0)
     assert code not in (0, None), function.output()
+
+
+TRACE_ENVIRON_PROBE = """
+import asyncio, json, os, sys
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "function"
+os.environ["_X_AMZN_TRACE_ID"] = "Root=left-over-from-init"
+from slipstream import concurrency
+try:
+    from botocore.handlers import add_recursion_detection_header
+except ImportError:
+    add_recursion_detection_header = None
+
+def consumers():
+    headers = {}
+    if add_recursion_detection_header is not None:
+        add_recursion_detection_header({"headers": headers})
+    return {
+        "get": os.environ.get("_X_AMZN_TRACE_ID"),
+        "in": "_X_AMZN_TRACE_ID" in os.environ,
+        "current": concurrency.current_trace_id(),
+        "botocore": headers.get("X-Amzn-Trace-Id", "absent" if add_recursion_detection_header else None),
+    }
+
+async def invocation(trace, delay):
+    concurrency._trace_id_var.set(trace)
+    first = consumers()
+    await asyncio.sleep(delay)
+    second = consumers()
+    in_thread = await asyncio.to_thread(consumers)
+    os.environ["_X_AMZN_TRACE_ID"] = f"{trace};Parent=set-by-user-code"
+    await asyncio.sleep(delay)
+    after_set = consumers()
+    del os.environ["_X_AMZN_TRACE_ID"]
+    await asyncio.sleep(delay)
+    return [first, second, in_thread, after_set, consumers()]
+
+async def main():
+    concurrency.install_trace_environ()
+    seen = await asyncio.gather(invocation("Root=a", 0.03), invocation("Root=b", 0.01), invocation(None, 0.02))
+    outside = consumers()
+    # The rest of the environment is untouched.
+    assert os.environ["AWS_LAMBDA_FUNCTION_NAME"] == "function"
+    assert "_X_AMZN_TRACE_ID" not in os.environ.copy()
+    print(json.dumps({"seen": seen, "outside": outside}))
+
+asyncio.run(main())
+"""
+
+
+def test_trace_id_environment_answers_per_context() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", TRACE_ENVIRON_PROBE], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+
+    def expect(trace: str | None) -> dict[str, Any]:
+        botocore = report["outside"]["botocore"]  # None when botocore is not installed, else "absent"
+        return {"get": trace, "in": trace is not None, "current": trace, "botocore": trace or botocore}
+
+    for trace, seen in zip(["Root=a", "Root=b", None], report["seen"], strict=True):
+        first, second, in_thread, after_set, after_del = seen
+        assert first == second == in_thread == expect(trace)
+        user_set = f"{trace};Parent=set-by-user-code"
+        assert after_set == expect(user_set)
+        assert after_del == expect(None)
+    # Outside every invocation there is no trace id, not init's value nor the latest invocation's.
+    assert report["outside"] == expect(None)
