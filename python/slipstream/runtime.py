@@ -216,11 +216,15 @@ def _fault(kind: str, message: str) -> Exception:
 
 
 def _init_error(client: _native.RuntimeClient, exc: BaseException, error_type: str | None = None) -> None:
-    """Logs an init failure as awslambdaric does and posts it to `/init/error`."""
+    """Logs an init failure as awslambdaric does and posts it to `/init/error`.
+
+    A failed before-snapshot hook (`error_type` given) is logged without the `LAMBDA_WARNING` hint, as there.
+    """
     from slipstream import errors
 
     error, _ = errors.error_from_exception(exc, "")
-    logs.log_init_warning()
+    if error_type is None:
+        logs.log_init_warning()
     logs.log_uncaught_error(error)
     status, body = client.post_init_error(error_type or error["errorType"], errors.encode(error))
     if status >= 300 and status != 403:
