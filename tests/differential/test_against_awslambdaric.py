@@ -44,9 +44,9 @@ INTENDED = {
     "awslambdaric sends `aws-lambda-python/<python>-4.2.2`. The Runtime API only records it.",
     "accept-header": "awslambdaric's libcurl adds `Accept: */*` to /next and every reply; slipstream sends no Accept "
     "header, which means the same to the Runtime API.",
-    "init-error-headers": "awslambdaric posts /init/error through http.client (`Accept-Encoding: identity`, no "
-    "Content-Type, no User-Agent); slipstream posts it like every other call, with `Content-Type: "
-    "application/json` and its User-Agent.",
+    "http-client-calls": "awslambdaric makes its init and SnapStart calls (/init/error, /restore/next, "
+    "/restore/error) through http.client (`Accept-Encoding: identity`, no Content-Type, no User-Agent); slipstream "
+    "makes them like every other call, with its User-Agent and, on a POST, `Content-Type: application/json`.",
     "oversized-response": "A 413 for a response over 6 MiB becomes a `Function.ResponseSizeTooLarge` error for that "
     "invocation and the runtime keeps serving; awslambdaric raises out of its loop and exits 1.",
     "late-response": "A 410 for a response that came after the timeout is logged and the loop goes on; awslambdaric "
@@ -65,9 +65,10 @@ INTENDED = {
     "generators-stream": "A generator result is streamed; awslambdaric posts `Runtime.MarshalError`.",
     "sys-exit": "A handler calling sys.exit() gets its invocation answered with the SystemExit error before the "
     "process exits with that code; awslambdaric exits without answering.",
-    "runtime-frames": "An error raised inside the runtime's own code (a client context or identity that is not an "
-    "object) carries awslambdaric's frames in its stackTrace and X-Ray stack; slipstream leaves its own frames "
-    "out of every trace, so those are empty. Type and message are the same.",
+    "runtime-frames": "An error raised in or through the runtime's own code (a client context or identity that is "
+    "not an object, a handler that cannot be called with (event, context), a failing SnapStart hook) carries "
+    "awslambdaric's frames in its stackTrace, X-Ray stack and logs; slipstream leaves its own frames out of every "
+    "trace. With awslambdaric's frames taken out, the two are the same byte for byte.",
     "managed-instances-init-once": "Under Managed Instances (AWS_LAMBDA_MAX_CONCURRENCY) the handler is imported once "
     "and the workers are forked from that process; awslambdaric's workers each import it themselves.",
     "managed-instances-crashed-worker": "Under Managed Instances a worker that dies is replaced and its invocation "
@@ -93,8 +94,8 @@ ERROR_TYPE = "lambda-runtime-function-error-type"
 # Headers only the HTTP client decides, left out of the comparison of what was posted (see "user-agent" and
 # "accept-header", asserted by `test_client_headers`).
 CLIENT_HEADERS = frozenset({"host", "user-agent", "accept"})
-# Names the init error record's headers have on each side (see "init-error-headers").
-INIT_ERROR_HEADERS = {
+# Names of the headers each side sends on a POST it makes outside the invocation loop (see "http-client-calls").
+INIT_POST_HEADERS = {
     "slipstream": {"host", "content-length", "content-type", ERROR_TYPE, "user-agent"},
     "awslambdaric": {"host", "content-length", ERROR_TYPE, "accept-encoding"},
 }
@@ -103,6 +104,14 @@ RIC_PACKAGE = str(Path(awslambdaric.__file__ or "").parent)
 # Environment both runtimes get on top of the emulator's: the handlers import a helper from `tests.differential`.
 BASE_ENV = {"PYTHONPATH": str(REPO)}
 UTF8_OUTPUT = {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.12"}
+# One of awslambdaric's own frames: in a JSON stackTrace (error documents, JSON logs), and in a text log (lines
+# indented with no-break spaces, joined by \r on stdout or \n in a frame).
+RIC_FRAME_JSON = re.compile(rb'"  File \\"' + re.escape(RIC_PACKAGE.encode()) + rb'/(?:[^"\\]|\\.)*"(?:, )?')
+RIC_FRAME_TEXT = re.compile(
+    rb'[\r\n](?:\xc2\xa0){2}File "'
+    + re.escape(RIC_PACKAGE.encode())
+    + rb'/[^"]*", line \d+, in [^\r\n]*(?:[\r\n](?:\xc2\xa0){4}[^\r\n]*)?'
+)
 TIMESTAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{3})?Z")
 # Bounds every wait on a runtime: a crash or hang on one side must fail or end a test, never stall it.
 TIMEOUT = 10.0
@@ -111,7 +120,7 @@ _request_ids = itertools.count()
 
 
 def intended(*rows: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Marks a test as the one asserting these rows of INTENDED."""
+    """Marks a test as one asserting these rows of INTENDED."""
 
     def mark(test: Callable[..., None]) -> Callable[..., None]:
         test.intended_rows = rows  # type: ignore[attr-defined]
@@ -295,15 +304,58 @@ def assert_same_post(results: dict[str, Result]) -> None:
     assert ours == theirs
 
 
+def without_ric_frames(result: Result) -> dict[str, Any]:
+    """`posted(result)` with awslambdaric's own frames taken out of the body and the X-Ray cause (and the content
+    length, which they change): see "runtime-frames"."""
+    document = posted(result)
+    document["body"] = RIC_FRAME_JSON.sub(b"", result.body)
+    headers = []
+    for name, value in document["headers"]:
+        if name == XRAY:
+            cause = json.loads(value)
+            for exception in cause["exceptions"]:
+                exception["stack"] = [frame for frame in exception["stack"] if not is_ric_path(frame["path"])]
+            cause["paths"] = sorted(path for path in cause["paths"] if not is_ric_path(path))
+            value = json.dumps(cause)
+        if name != "content-length":
+            headers.append((name, value))
+    document["headers"] = headers
+    return document
+
+
+def is_ric_path(path: str) -> bool:
+    return path.startswith(RIC_PACKAGE + os.sep)
+
+
+def without_ric_log_frames(log: bytes) -> bytes:
+    return RIC_FRAME_TEXT.sub(b"", RIC_FRAME_JSON.sub(b"", log))
+
+
+def assert_same_but_ric_frames(results: dict[str, Result]) -> None:
+    ours, theirs = results["slipstream"], results["awslambdaric"]
+    expected = without_ric_frames(theirs)
+    assert expected["body"] != theirs.body, "awslambdaric showed none of its own frames: no longer a difference"
+    actual = posted(ours)
+    actual["headers"] = [header for header in actual["headers"] if header[0] != "content-length"]
+    assert actual == expected
+
+
 def masked(log: bytes) -> bytes:
     return TIMESTAMP.sub(b"<timestamp>", log)
 
 
-def assert_same_output(pair: Pair) -> None:
-    """stdout and stderr of both sides equal once timestamps are masked, and their telemetry frames if any."""
-    ours, theirs = pair.ours.output(), pair.theirs.output()
-    assert masked(ours[0]).decode(errors="replace") == masked(theirs[0]).decode(errors="replace")
-    assert masked(ours[1]).decode(errors="replace") == masked(theirs[1]).decode(errors="replace")
+def assert_same_output(pair: Pair, without_ric: bool = False) -> None:
+    """stdout and stderr of both sides equal once timestamps are masked, and their telemetry frames if any.
+
+    `without_ric` takes awslambdaric's own frames out of its side first (see "runtime-frames").
+    """
+
+    def theirs(log: bytes) -> bytes:
+        return without_ric_log_frames(log) if without_ric else log
+
+    ours_out, theirs_out = pair.ours.output(), pair.theirs.output()
+    for our_log, their_log in zip(ours_out, theirs_out, strict=True):
+        assert masked(our_log).decode(errors="replace") == masked(theirs(their_log)).decode(errors="replace")
     if pair.ours.frames_path is None:
         return
 
@@ -312,7 +364,12 @@ def assert_same_output(pair: Pair) -> None:
     for name, side in pair.sides.items():
         frames[name] = [(kind, masked(payload)) for kind, _, payload in side.frames()]
         assert all(pair.started_us <= stamp <= now_us for _, stamp, _ in side.frames()), name
-    assert frames["slipstream"] == frames["awslambdaric"]
+    assert frames["slipstream"] == [(kind, masked(theirs(payload))) for kind, payload in frames["awslambdaric"]]
+
+
+def ric_in_output(side: Side) -> bool:
+    logs = [*side.output(), *(payload for _, _, payload in (side.frames() if side.frames_path else []))]
+    return any(RIC_PACKAGE.encode() in log for log in logs)
 
 
 # Results
@@ -411,17 +468,18 @@ def test_other_content_types_give_bytes(pair: Callable[..., Pair], handler: str,
 # Handler exceptions
 
 
-@pytest.mark.parametrize("env", [{}, UTF8_OUTPUT], ids=["escaped", "utf8"])
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, marks=known("empty-xray-cause")) if case == "huge_message" else case
-        for case in sorted(differential.RAISES)
-    ],
-)
+HANDLER_EXCEPTION_CASES = [
+    pytest.param(env, case, marks=[known("empty-xray-cause")] if case == "huge_message" else [], id=f"{case}-{name}")
+    for name, env in [("escaped", {}), ("utf8", UTF8_OUTPUT)]
+    for case in sorted(differential.RAISES)
+    # With UTF-8 output this one kills both runtimes: test_failures_both_die_of.
+    if not (env and case == "lone_surrogate")
+]
+
+
+@pytest.mark.parametrize(("env", "case"), HANDLER_EXCEPTION_CASES)
 def test_handler_exceptions(pair: Callable[..., Pair], env: dict[str, str], case: str) -> None:
-    both = pair("differential.raises", env)
-    assert_same_post(both.invoke({"case": case}))
+    assert_same_post(pair("differential.raises", env).invoke({"case": case}))
 
 
 def test_handler_exception_logs(fresh_pair: Callable[..., Pair]) -> None:
@@ -442,14 +500,29 @@ def test_unhandled_errors_and_faults_are_logged_alike(fresh_pair: Callable[..., 
     assert_same_output(both)
 
 
-def test_base_exception_kills_both(fresh_pair: Callable[..., Pair]) -> None:
-    both = fresh_pair("differential.interrupted")
-    results = both.invoke({})
+@pytest.mark.parametrize(
+    ("handler", "env", "event", "code", "last_words"),
+    [
+        ("differential.interrupted", {}, {}, -signal.SIGINT, b"KeyboardInterrupt"),
+        # str(exception) raises: both fail inside their error handling.
+        ("differential.bad_message", {}, {}, 1, b"RuntimeError: no message for you"),
+        # The error document cannot be UTF-8: both fail to send it (each from its own encoder, at its own offset).
+        ("differential.raises", UTF8_OUTPUT, {"case": "lone_surrogate"}, 1, b"surrogates not allowed"),
+    ],
+    ids=["keyboard-interrupt", "str-raises", "unencodable-error"],
+)
+def test_failures_both_die_of(
+    fresh_pair: Callable[..., Pair], handler: str, env: dict[str, str], event: object, code: int, last_words: bytes
+) -> None:
+    both = fresh_pair(handler, env)
+    results = both.invoke(event)
     assert {name: result.kind for name, result in results.items()} == {"slipstream": "exit", "awslambdaric": "exit"}
-    assert both.wait_exits() == {"slipstream": -signal.SIGINT, "awslambdaric": -signal.SIGINT}
-    # The traceback Python prints on the way out names each runtime's own frames: only its end is compared.
-    assert both.ours.output()[1].endswith(b"KeyboardInterrupt\n")
-    assert both.theirs.output()[1].endswith(b"KeyboardInterrupt\n")
+    assert both.wait_exits() == {"slipstream": code, "awslambdaric": code}
+    for side in both.sides.values():
+        assert side.emulator.records("response") == side.emulator.records("error") == []
+    # Python's traceback on the way out names each runtime's own frames: only how it ends is compared.
+    for side in both.sides.values():
+        assert side.output()[1].splitlines()[-1].endswith(last_words), side.runtime
 
 
 # Context
@@ -515,26 +588,16 @@ def test_context(pair: Callable[..., Pair], case: str) -> None:
     ],
 )
 def test_context_headers_that_are_not_objects(pair: Callable[..., Pair], options: dict[str, Any]) -> None:
-    results = pair("differential.context_fields").invoke({}, **options)
-    ours, theirs = results["slipstream"], results["awslambdaric"]
-    assert ours.kind == theirs.kind == "error"
+    assert_same_but_ric_frames(pair("differential.context_fields").invoke({}, **options))
 
-    # The same error, but for the frames: awslambdaric's are its own, and slipstream shows none of its own.
-    ours_error, theirs_error = ours.json(), theirs.json()
-    assert ours_error["stackTrace"] == []
-    assert theirs_error["stackTrace"]
-    assert all(f'File "{RIC_PACKAGE}/' in frame for frame in theirs_error["stackTrace"])
-    assert ours_error == {**theirs_error, "stackTrace": []}
 
-    ours_cause, theirs_cause = json.loads(ours.xray_cause or ""), json.loads(theirs.xray_cause or "")
-    assert ours_cause["exceptions"][0]["stack"] == ours_cause["paths"] == []
-    theirs_cause["exceptions"][0]["stack"] = theirs_cause["paths"] = []
-    assert ours_cause == theirs_cause
-
-    ours_headers, theirs_headers = posted(ours)["headers"], posted(theirs)["headers"]
-    assert [h for h in ours_headers if h[0] not in {XRAY, "content-length"}] == [
-        h for h in theirs_headers if h[0] not in {XRAY, "content-length"}
-    ]
+@intended("runtime-frames")
+@pytest.mark.parametrize("handler", ["differential.one_argument", "differential.NOT_CALLABLE"])
+def test_handlers_that_cannot_be_called(fresh_pair: Callable[..., Pair], handler: str) -> None:
+    both = fresh_pair(handler)
+    assert_same_but_ric_frames(both.invoke({}))
+    assert ric_in_output(both.theirs)
+    assert_same_output(both, without_ric=True)
 
 
 def test_trace_id_is_set_and_cleared_per_invocation(pair: Callable[..., Pair]) -> None:
@@ -594,15 +657,70 @@ def test_init_errors(fresh_pair: Callable[..., Pair], handler: str, env: dict[st
     assert_same_output(both)
 
 
-@intended("init-error-headers")
-def test_init_error_headers(fresh_pair: Callable[..., Pair]) -> None:
-    both = fresh_pair("nosuchmodule.handler")
-    both.wait_exits()
-    headers = {name: dict(side.emulator.init_errors()[0].headers) for name, side in both.sides.items()}
-    assert {name: set(found) for name, found in headers.items()} == INIT_ERROR_HEADERS
-    assert headers["slipstream"]["content-type"] == "application/json"
-    assert headers["awslambdaric"]["accept-encoding"] == "identity"
-    assert headers["slipstream"][ERROR_TYPE] == headers["awslambdaric"][ERROR_TYPE] == "Runtime.ImportModuleError"
+@intended("http-client-calls")
+def test_calls_outside_the_invocation_loop(fresh_pair: Callable[..., Pair]) -> None:
+    failed_init = fresh_pair("nosuchmodule.handler")
+    restored = fresh_pair("snapstart.handler", snap_start=True)
+    failed_restore = fresh_pair("snapstart_fails_after.handler", snap_start=True)
+    assert failed_init.wait_exits() == {"slipstream": 1, "awslambdaric": 1}
+    assert failed_restore.wait_exits() == {"slipstream": 65, "awslambdaric": 65}
+    assert restored.invoke({})["slipstream"].kind == "response"
+
+    records = {
+        name: [failed_init.sides[name].emulator.init_errors()[0], failed_restore.sides[name].emulator.records()[-1]]
+        for name in RUNTIMES
+    }
+    for ours, theirs in zip(records["slipstream"], records["awslambdaric"], strict=True):
+        assert {"slipstream": set(dict(ours.headers)), "awslambdaric": set(dict(theirs.headers))} == INIT_POST_HEADERS
+        assert ours.header("content-type") == "application/json"
+        assert theirs.header("accept-encoding") == "identity"
+        assert ours.header(ERROR_TYPE) == theirs.header(ERROR_TYPE)
+
+    restore_next = {
+        name: dict(side.emulator.records("restore_next")[0].headers) for name, side in restored.sides.items()
+    }
+    assert set(restore_next["slipstream"]) == {"host", "user-agent"}
+    assert restore_next["awslambdaric"] == {"host": restore_next["awslambdaric"]["host"], "accept-encoding": "identity"}
+
+
+# SnapStart
+
+
+@pytest.mark.parametrize("env", [{}, {"AWS_LAMBDA_LOG_FORMAT": "JSON"}], ids=["text", "json"])
+def test_snapstart_hooks(fresh_pair: Callable[..., Pair], env: dict[str, str]) -> None:
+    both = fresh_pair("snapstart.handler", env, snap_start=True)
+    assert_same_post(both.invoke({}))
+    for side in both.sides.values():
+        assert side.emulator.wait_records("next", 2, TIMEOUT)
+    kinds = {name: [record.kind for record in side.emulator.records()] for name, side in both.sides.items()}
+    assert kinds["slipstream"] == kinds["awslambdaric"]
+    assert_same_output(both)
+
+
+@intended("runtime-frames")
+@pytest.mark.parametrize("telemetry", [False, True], ids=["stdout", "fd"])
+@pytest.mark.parametrize("env", [{}, {"AWS_LAMBDA_LOG_FORMAT": "JSON"}], ids=["text", "json"])
+@pytest.mark.parametrize(
+    ("handler", "code", "kind"),
+    [("snapstart_fails_before.handler", 64, "init_error"), ("snapstart_fails_after.handler", 65, "restore_error")],
+    ids=["before-snapshot", "after-restore"],
+)
+def test_snapstart_hook_failures(
+    fresh_pair: Callable[..., Pair], handler: str, code: int, kind: str, env: dict[str, str], telemetry: bool
+) -> None:
+    both = fresh_pair(handler, env, telemetry, snap_start=True)
+    assert both.wait_exits() == {"slipstream": code, "awslambdaric": code}
+
+    records = {name: side.emulator.records() for name, side in both.sides.items()}
+    assert [r.kind for r in records["slipstream"]] == [r.kind for r in records["awslambdaric"]]
+    ours, theirs = records["slipstream"][-1], records["awslambdaric"][-1]
+    assert ours.kind == kind
+    assert ours.header(ERROR_TYPE) == theirs.header(ERROR_TYPE)
+    # awslambdaric's hook runner is in its stack; the rest is the same.
+    assert ours.body != theirs.body
+    assert ours.body == RIC_FRAME_JSON.sub(b"", theirs.body)
+    assert ric_in_output(both.theirs)
+    assert_same_output(both, without_ric=True)
 
 
 # Logs
@@ -845,5 +963,5 @@ def test_managed_instances_crashed_worker(fresh_pair: Callable[..., Pair]) -> No
 
 
 def test_every_intended_difference_has_its_test() -> None:
-    marked = [row for test in globals().values() for row in getattr(test, "intended_rows", ())]
-    assert sorted(marked) == sorted(INTENDED)
+    marked = {row for test in globals().values() for row in getattr(test, "intended_rows", ())}
+    assert marked == set(INTENDED)

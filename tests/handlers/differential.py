@@ -183,6 +183,8 @@ RAISES = {
     "generated": _generated,
     "huge_message": lambda: _raise(ValueError("x" * (1024 * 1024))),
     "assertion": lambda: _raise(AssertionError()),
+    # Fine escaped; with UTF-8 output neither runtime can encode it, and both die.
+    "lone_surrogate": lambda: _raise(ValueError("lone \udcff surrogate")),
 }
 
 
@@ -283,3 +285,19 @@ def crashes(event, context):
     if event.get("crash"):
         os._exit(2)
     return "alive"
+
+
+def one_argument(event):
+    return event
+
+
+class BadMessageError(Exception):
+    def __str__(self):
+        raise RuntimeError("no message for you")
+
+
+def bad_message(event, context):
+    raise BadMessageError()
+
+
+NOT_CALLABLE = {"a": "dict"}
