@@ -121,7 +121,8 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds left before the invocation times out, never below 0."""
-        return max(self._epoch_deadline_time_in_ms - round(time.time() * 1000), 0)
+        # Truncated, not rounded, as awslambdaric counts: half the time rounding would give one millisecond less.
+        return max(self._epoch_deadline_time_in_ms - int(time.time() * 1000), 0)
 
     def log(self, msg: object) -> None:
         """Writes `str(msg)` to the function's log as it is, with no level or request id."""

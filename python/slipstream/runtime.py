@@ -191,7 +191,8 @@ def _make_context(invocation: _native.Invocation) -> LambdaContext:
         client_context,
         cognito_identity,
         invocation.deadline_ms,
-        invocation.invoked_function_arn,
+        # awslambdaric's C++ client gives "" for a missing ARN header (other missing headers are None).
+        invocation.invoked_function_arn or "",
         invocation.tenant_id,
     )
 
