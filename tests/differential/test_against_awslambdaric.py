@@ -74,6 +74,9 @@ INTENDED = {
     "managed-instances-crashed-worker": "Under Managed Instances a worker that dies is replaced and its invocation "
     "answered `Runtime.ExitError`; awslambdaric leaves the invocation unanswered, and once its last worker is "
     "gone its main process exits 0.",
+    "relative-deadline": "A `Lambda-Runtime-Deadline-Ms` below 100,000,000,000 (1973) is read as milliseconds from "
+    "now, as cargo-lambda's emulator sends it; awslambdaric reads it as an epoch time long past, so no time is "
+    "left. Lambda itself always sends an epoch time.",
     "unencodable-result": "With AWS_EXECUTION_ENV naming python3.12+, a result holding a lone surrogate makes "
     "awslambdaric's `.encode('utf-8')` raise outside its error handling: the process dies. slipstream answers "
     "`Runtime.MarshalError` with the codec's message.",
@@ -560,6 +563,10 @@ CONTEXT_CASES: dict[str, dict[str, Any]] = {
     "identity_null": {"cognito_identity": "null"},
     "identity_nan": {"cognito_identity": '{"cognitoIdentityId": NaN}'},
     "tenant_empty": {"tenant_id": ""},
+    "no_deadline": {"fault": Fault(omit_headers=["lambda-runtime-deadline-ms"])},
+    "deadline_not_a_number": {"headers": {"Lambda-Runtime-Deadline-Ms": "soon"}},
+    "no_function_arn": {"fault": Fault(omit_headers=["lambda-runtime-invoked-function-arn"])},
+    "no_trace_id": {"fault": Fault(omit_headers=["lambda-runtime-trace-id"])},
     # Headers that are not JSON: Runtime.LambdaContextUnmarshalError, worded as the standard library's json words it.
     "client_context_invalid": {"client_context": "{bad"},
     "client_context_extra_data": {"client_context": "{} x"},
@@ -598,6 +605,15 @@ def test_handlers_that_cannot_be_called(fresh_pair: Callable[..., Pair], handler
     assert_same_but_ric_frames(both.invoke({}))
     assert ric_in_output(both.theirs)
     assert_same_output(both, without_ric=True)
+
+
+@intended("relative-deadline")
+def test_relative_deadline(pair: Callable[..., Pair]) -> None:
+    results = pair("differential.context_fields").invoke({}, deadline_ms=60_000)
+    ours, theirs = results["slipstream"].json(), results["awslambdaric"].json()
+    assert (ours["remaining_positive"], ours["remaining_zero"]) == (True, False)
+    assert (theirs["remaining_positive"], theirs["remaining_zero"]) == (False, True)
+    assert {**ours, "remaining_positive": False, "remaining_zero": True} == theirs
 
 
 def test_trace_id_is_set_and_cleared_per_invocation(pair: Callable[..., Pair]) -> None:

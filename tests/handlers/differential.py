@@ -217,6 +217,7 @@ def context_fields(event, context):
         "context_attributes": list(vars(context)),
         "context_public": [name for name in dir(context) if not name.startswith("_")],
         "remaining_positive": context.get_remaining_time_in_millis() > 0,
+        "remaining_zero": context.get_remaining_time_in_millis() == 0,
         "remaining_type": type(context.get_remaining_time_in_millis()).__name__,
         "trace_env": os.environ.get("_X_AMZN_TRACE_ID"),
         "telemetry_fd_env": os.environ.get("_LAMBDA_TELEMETRY_LOG_FD"),
