@@ -640,8 +640,14 @@ INIT_ERROR_HANDLERS = [
 # The same failures again under other log settings: one that fails before user code imported logging, one after,
 # one with a traceback.
 LOGGED_INIT_ERROR_HANDLERS = ["nodot", "differential.nosuchfunction", "init_errors.raises_at_import.handler"]
+INIT_FAILURES = "tests.differential.init_failures.handler"
 INIT_ERROR_CASES = [
     *[(handler, {}, False) for handler in INIT_ERROR_HANDLERS],
+    *[
+        (INIT_FAILURES, {"INIT_FAILURE": how, **env}, telemetry)
+        for how in ("after_logging", "quiet_root", "import_error")
+        for env, telemetry in [({}, False), ({"AWS_LAMBDA_LOG_FORMAT": "JSON"}, True)]
+    ],
     *[
         (handler, env, telemetry)
         for handler in LOGGED_INIT_ERROR_HANDLERS
@@ -658,7 +664,10 @@ INIT_ERROR_CASES = [
 @pytest.mark.parametrize(
     ("handler", "env", "telemetry"),
     INIT_ERROR_CASES,
-    ids=[f"{h}-{'-'.join(env.values()) or 'default'}{'-fd' * t}" for h, env, t in INIT_ERROR_CASES],
+    ids=[
+        f"{h.removeprefix('tests.differential.')}-{'-'.join(env.values()) or 'default'}{'-fd' * t}"
+        for h, env, t in INIT_ERROR_CASES
+    ],
 )
 def test_init_errors(fresh_pair: Callable[..., Pair], handler: str, env: dict[str, str], telemetry: bool) -> None:
     both = fresh_pair(handler, env, telemetry)
@@ -670,6 +679,15 @@ def test_init_errors(fresh_pair: Callable[..., Pair], handler: str, env: dict[st
     assert ours.body == theirs.body
     assert ours.header(ERROR_TYPE) == theirs.header(ERROR_TYPE)
     assert ours.header("content-length") == theirs.header("content-length")
+    assert_same_output(both)
+
+
+@pytest.mark.parametrize("env", [{}, {"AWS_LAMBDA_LOG_FORMAT": "JSON"}], ids=["text", "json"])
+def test_sys_exit_during_init(fresh_pair: Callable[..., Pair], env: dict[str, str]) -> None:
+    both = fresh_pair(INIT_FAILURES, {"INIT_FAILURE": "exit", **env})
+    assert both.wait_exits() == {"slipstream": 4, "awslambdaric": 4}
+    for side in both.sides.values():
+        assert [record.kind for record in side.emulator.records()] == []
     assert_same_output(both)
 
 
@@ -774,6 +792,20 @@ def test_logs(fresh_pair: Callable[..., Pair], env: dict[str, str], telemetry: b
     if telemetry:
         assert both.ours.output()[0].startswith(b"printed line\n")
         assert len(both.ours.frames()) > 4
+
+
+@pytest.mark.parametrize("telemetry", [False, True], ids=["stdout", "fd"])
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"AWS_LAMBDA_LOG_FORMAT": "JSON"}, {"AWS_LAMBDA_LOG_LEVEL": "INFO"}],
+    ids=["default", "json", "level=INFO"],
+)
+def test_logging_imported_by_the_handler(fresh_pair: Callable[..., Pair], env: dict[str, str], telemetry: bool) -> None:
+    # Nothing imports logging before the first invocation: slipstream sets it up when the handler imports it.
+    both = fresh_pair("tests.differential.lazy_logging.handler", env, telemetry)
+    assert_same_post(both.invoke({}))
+    assert_same_post(both.invoke({"raise": True}))
+    assert_same_output(both)
 
 
 # Intended differences
