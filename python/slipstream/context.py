@@ -33,7 +33,13 @@ class Client:
     """The mobile client application that invoked the function."""
 
     # awslambdaric's order, not sorted: code that walks `__slots__` sees the fields as it would there.
-    __slots__ = ["installation_id", "app_title", "app_version_name", "app_version_code", "app_package_name"]  # noqa: RUF023
+    __slots__ = [  # noqa: RUF023
+        "installation_id",
+        "app_title",
+        "app_version_name",
+        "app_version_code",
+        "app_package_name",
+    ]
 
     def __init__(self) -> None:
         self.installation_id: Any = None
