@@ -81,6 +81,13 @@ _INIT_WARNING = (
     "https://docs.aws.amazon.com/lambda/latest/dg/runtimes-update.html\r"
 )
 
+# awslambdaric's warning on a preview runtime (its AWS_EXECUTION_ENV values), with the docs host for the region.
+_PREVIEW_RUNTIMES = frozenset({"AWS_Lambda_python3.15"})
+_PREVIEW_WARNING = (
+    "LAMBDA_WARNING: This is a preview runtime version and should not be used for production workloads. "
+    "For further information and to provide feedback, see https://%s/lambda/latest/dg/lambda-runtimes.html\r"
+)
+
 # Settings read once by `setup`.
 _json_format = False
 # awslambdaric's rule: frames carry the record's level in JSON, and in text once
@@ -136,6 +143,8 @@ def setup() -> None:
         _hook = _LoggingHook()
         sys.meta_path.insert(0, _hook)
 
+    _preview_warning(environ)
+
 
 def set_request(request_id: str, tenant_id: str | None) -> None:
     """Makes an invocation current for this context's records, and for threads without a context.
@@ -184,13 +193,26 @@ def log_uncaught_error(error: dict[str, object]) -> None:
 
 def log_init_warning() -> None:
     """Logs the `LAMBDA_WARNING` hint before an init error, as awslambdaric's `logging.warning`."""
+    _root_warning(_INIT_WARNING)
+
+
+def _preview_warning(environ: "os._Environ[str]") -> None:
+    """awslambdaric's warning on a preview runtime, logged once logging is set up and before the handler loads."""
+    if environ.get("AWS_EXECUTION_ENV") not in _PREVIEW_RUNTIMES or environ.get("LAMBDA_DISABLE_PREVIEW_WARN"):
+        return
+    china = environ.get("AWS_REGION", "").startswith("cn-")
+    _root_warning(_PREVIEW_WARNING % ("docs.amazonaws.cn" if china else "docs.aws.amazon.com"))
+
+
+def _root_warning(message: str) -> None:
+    """`logging.warning(message)` on the root logger as awslambdaric sets it up, without importing logging."""
     if "logging" in sys.modules:
         # User code may have changed levels, handlers or formats: honour them, as awslambdaric does.
         if _hook is not None:
             _configure_logging()
         import logging
 
-        logging.warning(_INIT_WARNING)
+        logging.warning(message)
         return
     # Without user code touching logging the root logger is exactly as setup left it.
     if _root_level is not None and _root_level > 30:
@@ -199,7 +221,7 @@ def log_init_warning() -> None:
     request_id, tenant_id, _ = _current()
     if _json_format:
         timestamp = time.strftime(_JSON_DATE_FORMAT, time.gmtime(created))
-        payload = _json_record(timestamp, _WARNING, _INIT_WARNING, "root", request_id, tenant_id)
+        payload = _json_record(timestamp, _WARNING, message, "root", request_id, tenant_id)
         _write(payload, _JSON_FRAMES[_WARNING])
         return
     fields = {
@@ -207,7 +229,7 @@ def log_init_warning() -> None:
         "asctime": time.strftime(_TEXT_DATE_FORMAT, time.gmtime(created)),
         "msecs": int((created - int(created)) * 1000),
         "aws_request_id": request_id,
-        "message": _INIT_WARNING,
+        "message": message,
     }
     _write(_TEXT_FORMAT % fields, _TEXT_FRAMES[_WARNING] if _tagged else _UNTAGGED)
 
