@@ -808,6 +808,30 @@ def test_logging_imported_by_the_handler(fresh_pair: Callable[..., Pair], env: d
     assert_same_output(both)
 
 
+PREVIEW = {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.15"}
+PREVIEW_SETTINGS = [
+    PREVIEW,
+    {**PREVIEW, "AWS_REGION": "cn-north-1", "AWS_LAMBDA_LOG_FORMAT": "JSON"},
+    {**PREVIEW, "AWS_LAMBDA_LOG_LEVEL": "ERROR"},
+    {**PREVIEW, "LAMBDA_DISABLE_PREVIEW_WARN": "1"},
+]
+
+
+@pytest.mark.parametrize(
+    "handler", ["differential.echo", "tests.differential.lazy_logging.handler", "init_errors.raises_at_import.handler"]
+)
+@pytest.mark.parametrize(
+    "env", PREVIEW_SETTINGS, ids=["preview", "preview-china-json", "preview-level=ERROR", "preview-disabled"]
+)
+def test_preview_runtime_warning(fresh_pair: Callable[..., Pair], handler: str, env: dict[str, str]) -> None:
+    both = fresh_pair(handler, env)
+    if handler.startswith("init_errors"):
+        assert both.wait_exits() == {"slipstream": 1, "awslambdaric": 1}
+    else:
+        assert_same_post(both.invoke({"é": "✓"}))
+    assert_same_output(both)
+
+
 # Intended differences
 
 
