@@ -77,6 +77,8 @@ INTENDED = {
     "relative-deadline": "A `Lambda-Runtime-Deadline-Ms` below 100,000,000,000 (1973) is read as milliseconds from "
     "now, as cargo-lambda's emulator sends it; awslambdaric reads it as an epoch time long past, so no time is "
     "left. Lambda itself always sends an epoch time.",
+    "invalid-telemetry-fd": "A `_LAMBDA_TELEMETRY_LOG_FD` that is not an open fd is reported in one line on stderr "
+    "and logs go to stdout; awslambdaric dies at start-up with a traceback, before it can report anything.",
     "unencodable-result": "With AWS_EXECUTION_ENV naming python3.12+, a result holding a lone surrogate makes "
     "awslambdaric's `.encode('utf-8')` raise outside its error handling: the process dies. slipstream answers "
     "`Runtime.MarshalError` with the codec's message.",
@@ -607,6 +609,11 @@ def test_handlers_that_cannot_be_called(fresh_pair: Callable[..., Pair], handler
     assert_same_output(both, without_ric=True)
 
 
+def test_library_function_as_handler(pair: Callable[..., Pair]) -> None:
+    # os.path.join(event, context) fails inside the standard library: those frames are the user's, in both.
+    assert_same_post(pair("os.path.join").invoke({}))
+
+
 @intended("relative-deadline")
 def test_relative_deadline(pair: Callable[..., Pair]) -> None:
     results = pair("differential.context_fields").invoke({}, deadline_ms=60_000)
@@ -636,6 +643,14 @@ INIT_ERROR_HANDLERS = [
     "init_errors.syntax_error.handler",
     "init_errors.raises_at_import.handler",
     "init_errors/raises_at_import.handler",
+    # Handler strings the loader takes apart in unusual ways.
+    ".echo",
+    "/differential.echo",
+    "differential.",
+    "differential.echo.extra",
+    "differential/.echo",
+    "sys/x.handler",
+    "json.decoder.nosuchfunction",
 ]
 # The same failures again under other log settings: one that fails before user code imported logging, one after,
 # one with a traceback.
@@ -847,6 +862,26 @@ def test_client_headers(pair: Callable[..., Pair]) -> None:
         assert theirs["accept"] == "*/*"
         assert re.fullmatch(rf"aws-lambda-python/{re.escape(python)}-slipstream/\S+", ours["user-agent"])
         assert theirs["user-agent"] == f"aws-lambda-python/{python}-4.2.2"
+
+
+@intended("invalid-telemetry-fd")
+@pytest.mark.parametrize("fd", ["99", "not a number"])
+def test_invalid_telemetry_fd(fresh_pair: Callable[..., Pair], fd: str) -> None:
+    both = fresh_pair("differential.logs", {"_LAMBDA_TELEMETRY_LOG_FD": fd})
+
+    assert both.theirs.returncode(TIMEOUT) == 1
+    assert both.theirs.emulator.records() == []
+    assert both.theirs.output()[0] == b""
+    last_words = (
+        "OSError: [Errno 9] Bad file descriptor" if fd == "99" else f"invalid literal for int() with base 10: {fd!r}"
+    )
+    assert both.theirs.output()[1].endswith(f"{last_words}\n".encode())
+
+    assert both.ours.emulator.invoke(b"{}", timeout=TIMEOUT).json() == {"telemetry_fd_env": None}
+    stdout, stderr = both.ours.output()
+    assert stderr.startswith(f"slipstream: cannot use _LAMBDA_TELEMETRY_LOG_FD={fd!r} (".encode())
+    assert stderr.splitlines()[0].endswith(b"); logging to stdout")
+    assert b"printed line\n" in stdout and b"context log\n" in stdout
 
 
 @intended("oversized-response")
