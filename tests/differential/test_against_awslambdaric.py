@@ -62,7 +62,7 @@ INTENDED = {
     "by the signal, or never runs the user's handler while blocked.",
     "async-handlers": "`async def` handlers are awaited; awslambdaric posts `Runtime.MarshalError` for the "
     "coroutine and warns that it was never awaited.",
-    "generators-stream": "A generator result is streamed; awslambdaric posts `Runtime.MarshalError`.",
+    "generators-stream": "A generator or iterator result is streamed; awslambdaric posts `Runtime.MarshalError`.",
     "sys-exit": "A handler calling sys.exit() gets its invocation answered with the SystemExit error before the "
     "process exits with that code; awslambdaric exits without answering.",
     "runtime-frames": "An error raised in or through the runtime's own code (a client context or identity that is "
@@ -77,6 +77,8 @@ INTENDED = {
     "relative-deadline": "A `Lambda-Runtime-Deadline-Ms` below 100,000,000,000 (1973) is read as milliseconds from "
     "now, as cargo-lambda's emulator sends it; awslambdaric reads it as an epoch time long past, so no time is "
     "left. Lambda itself always sends an epoch time.",
+    "stdout-buffer-writes": "Bytes written to `sys.stdout.buffer` reach fd 1 at once, as under `python -u`; "
+    "awslambdaric only flushes its text stream, so they wait in the buffer for the next text write.",
     "invalid-telemetry-fd": "A `_LAMBDA_TELEMETRY_LOG_FD` that is not an open fd is reported in one line on stderr "
     "and logs go to stdout; awslambdaric dies at start-up with a traceback, before it can report anything.",
     "unencodable-result": "With AWS_EXECUTION_ENV naming python3.12+, a result holding a lone surrogate makes "
@@ -106,8 +108,9 @@ INIT_POST_HEADERS = {
 }
 REPO = Path(__file__).resolve().parents[2]
 RIC_PACKAGE = str(Path(awslambdaric.__file__ or "").parent)
-# Environment both runtimes get on top of the emulator's: the handlers import a helper from `tests.differential`.
-BASE_ENV = {"PYTHONPATH": str(REPO)}
+# Environment both runtimes get on top of the emulator's: the handlers import helpers from `tests.differential`, and
+# a developer's PYTHONUNBUFFERED (empty is unset) would hide buffering that Lambda's environment does not turn off.
+BASE_ENV = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": ""}
 UTF8_OUTPUT = {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.12"}
 # One of awslambdaric's own frames: in a JSON stackTrace (error documents, JSON logs), and in a text log (lines
 # indented with no-break spaces, joined by \r on stdout or \n in a frame).
@@ -864,6 +867,18 @@ def test_client_headers(pair: Callable[..., Pair]) -> None:
         assert theirs["user-agent"] == f"aws-lambda-python/{python}-4.2.2"
 
 
+@intended("stdout-buffer-writes")
+def test_stdout_buffer_writes(fresh_pair: Callable[..., Pair]) -> None:
+    both = fresh_pair("differential.stdout_buffer")
+    assert_same_post(both.invoke({}))
+    assert both.ours.output()[0] == b"raw bytes\n"
+    assert both.theirs.output()[0] == b""
+
+    # A text write flushes awslambdaric's buffer: from there on the two are the same.
+    assert_same_post(both.invoke({"text": "printed"}))
+    assert_same_output(both)
+
+
 @intended("invalid-telemetry-fd")
 @pytest.mark.parametrize("fd", ["99", "not a number"])
 def test_invalid_telemetry_fd(fresh_pair: Callable[..., Pair], fd: str) -> None:
@@ -1013,15 +1028,16 @@ def test_async_handler(fresh_pair: Callable[..., Pair]) -> None:
 
 
 @intended("generators-stream")
-def test_generator_result(pair: Callable[..., Pair]) -> None:
-    both = pair("differential.generator")
+@pytest.mark.parametrize(("handler", "kind"), [("generator", "generator"), ("iterator", "map")])
+def test_generator_result(pair: Callable[..., Pair], handler: str, kind: str) -> None:
+    both = pair(f"differential.{handler}")
     request_id = both.enqueue({})
     results = both.results(request_id)
 
     assert results["slipstream"].streamed
     assert results["slipstream"].body == b"streamed chunks"
     assert results["awslambdaric"].json() == {
-        "errorMessage": "Unable to marshal response: Object of type generator is not JSON serializable",
+        "errorMessage": f"Unable to marshal response: Object of type {kind} is not JSON serializable",
         "errorType": "Runtime.MarshalError",
         "requestId": request_id,
         "stackTrace": [],

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import types
 import uuid
 
 logger = logging.getLogger("differential")
@@ -33,6 +34,10 @@ class Text(str):
 
 
 class Mapping(dict):
+    pass
+
+
+class Raw(bytes):
     pass
 
 
@@ -101,6 +106,11 @@ RESULTS = {
     "circular": _circular,
     "invalid_utf8_bytes": lambda: {"b": b"\xff\xfe"},
     "lone_surrogate": lambda: "\udcff",
+    "bytes_subclass": lambda: Raw(b"raw subclass"),
+    "memoryview": lambda: memoryview(b"view"),
+    "range": lambda: range(3),
+    "dict_keys_view": lambda: {"a": 1}.keys(),
+    "simple_namespace": lambda: types.SimpleNamespace(a=1),
     "deep_list": lambda: _nested(2000),
     "shallow_list": lambda: _nested(100),
 }
@@ -260,6 +270,17 @@ async def async_echo(event, context):
 def generator(event, context):
     yield "streamed "
     yield b"chunks"
+
+
+def iterator(event, context):
+    return map(str.encode, ["streamed ", "chunks"])
+
+
+def stdout_buffer(event, context):
+    if "text" in event:
+        print(event["text"])
+    else:
+        sys.stdout.buffer.write(b"raw bytes\n")
 
 
 def exits(event, context):
