@@ -184,6 +184,18 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(context.scratch, ignore_errors=True)
 
 
+def compile_bytecode() -> None:
+    """Writes the `.pyc` files of this checkout's slipstream and of the bench handlers, as pip writes them for an
+    installed package: the environment may say PYTHONDONTWRITEBYTECODE, and without them every cold start of the
+    editable build would compile slipstream's sources while awslambdaric, installed from PyPI, loads its `.pyc`."""
+    import compileall
+
+    import slipstream
+
+    for folder in (Path(slipstream.__file__).parent, BENCH / "handlers"):
+        compileall.compile_dir(str(folder), quiet=1)
+
+
 def run(args: argparse.Namespace, settings: Settings, context: Context) -> int:
     every_runtime = builtin_runtimes()
     try:
@@ -209,6 +221,7 @@ def run(args: argparse.Namespace, settings: Settings, context: Context) -> int:
         return 0
 
     progress = Progress(0)
+    compile_bytecode()
     if "floor" in runtime_names:
         progress.say("building the native floor (cargo build --release, bench/floor) …")
         ok, log = build_floor()

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "bench" / "run.py"
-RUNTIMES = ["slipstream", "awslambdaric", "floor", "floor-socket"]
+RUNTIMES = ["slipstream", "slipstream-m", "awslambdaric", "floor", "floor-socket"]
 GROUPS = {"echo", "echo-1mb", "buffered-5mb", "stream", "cold-start", "concurrency-cpu", "concurrency-async"}
 # Where each runtime must have figures; everywhere else it must say why not.
 MEASURED = {
@@ -24,6 +24,7 @@ MEASURED = {
     | {f"concurrency-cpu-{n}" for n in (1, 2)},
     "floor": {"echo", "echo-1mb", "buffered-5mb", "stream-20mb", "cold-start"},
     "floor-socket": {"cold-start", "cold-start-boto3"},
+    "slipstream-m": {"cold-start", "cold-start-boto3"},
 }
 CHARTS = {"throughput", "latency", "cold_start", "memory", "concurrency"}
 

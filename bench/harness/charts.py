@@ -12,7 +12,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after matplotlib.use: the backend is chosen before pyplot loads
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-COLOURS = {"slipstream": "#1b7f5b", "awslambdaric": "#d9822b", "floor": "#5470c6", "floor-socket": "#8a8a8a"}
+COLOURS = {
+    "slipstream": "#1b7f5b",
+    "slipstream-m": "#6fbf9b",
+    "awslambdaric": "#d9822b",
+    "floor": "#5470c6",
+    "floor-socket": "#8a8a8a",
+}
 SPARE = ("#9b59b6", "#c0392b", "#16a085", "#7f8c8d")
 
 

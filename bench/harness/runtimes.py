@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from harness.model import BENCH
 
+# The script pip installs as `slipstream-runtime`; run from the checkout, as the editable build is.
+LAUNCHER = BENCH.parent / "python" / "slipstream.data" / "scripts" / "slipstream-runtime"
 FLOOR_MANIFEST = BENCH / "floor" / "Cargo.toml"
 FLOOR_TARGET = BENCH / "floor" / "target"
 FLOOR_BINARY = FLOOR_TARGET / "release" / "floor"
@@ -42,7 +44,17 @@ def builtin_runtimes() -> dict[str, Runtime]:
     return {
         runtime.name: runtime
         for runtime in (
-            Runtime("slipstream", "python -m slipstream (this checkout's build)", (python, "-m", "slipstream")),
+            Runtime(
+                "slipstream",
+                "slipstream-runtime, the entry point for images (this checkout's build)",
+                (python, str(LAUNCHER)),
+            ),
+            Runtime(
+                "slipstream-m",
+                "python -m slipstream: the same runtime started through runpy, cold starts only",
+                (python, "-m", "slipstream"),
+                cold_start_only=True,
+            ),
             Runtime(
                 "awslambdaric",
                 "python -m awslambdaric (AWS's runtime interface client, from PyPI)",

@@ -17,6 +17,7 @@ from slipstream.emulator import Fault
 from tests.conftest import HANDLERS
 
 REPO = Path(__file__).resolve().parent.parent.parent
+LAUNCHER = REPO / "python" / "slipstream.data" / "scripts" / "slipstream-runtime"
 
 
 def test_json_event_round_trip_with_invocation_id_echo(start_function: Any) -> None:
@@ -296,7 +297,22 @@ def test_bootstrap_honours_the_exec_wrapper(tmp_path: Path) -> None:
             env={"SLIPSTREAM_PYTHON": sys.executable, "AWS_LAMBDA_EXEC_WRAPPER": str(wrapper)},
         )
         assert json.loads(emulator.invoke(b"[1]", timeout=20).body) == [1]
-    assert marker.read_text().split() == [sys.executable, "-m", "slipstream", "basic.echo"]
+    # The wrapper echoed its arguments space-joined: the interpreter, `-c`, the start code, the handler.
+    python, flag, start = marker.read_text().strip().split(" ", 2)
+    start, handler = start.rsplit(" ", 1)
+    assert (python, flag, handler) == (sys.executable, "-c", "basic.echo")
+    assert "from slipstream.__main__ import _run" in start
+
+
+def test_launcher_script_runs_the_handler_from_the_working_directory(tmp_path: Path) -> None:
+    from slipstream.emulator import Emulator
+
+    # The handler module is found in the working directory, as with `python -m`, not beside the script.
+    (tmp_path / "launched.py").write_text("import sys\n\ndef handler(event, context):\n    return sys.path[0]\n")
+    with Emulator() as emulator:
+        emulator.start_runtime([sys.executable, str(LAUNCHER), "launched.handler"], cwd=str(tmp_path))
+        result = emulator.invoke(b"{}", timeout=20)
+        assert (result.kind, json.loads(result.body)) == ("response", str(tmp_path)), emulator.output()
 
 
 @pytest.mark.parametrize(("mode", "code"), [(0o644, 126), (None, 127)])
