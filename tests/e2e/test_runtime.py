@@ -315,6 +315,15 @@ def test_launcher_script_runs_the_handler_from_the_working_directory(tmp_path: P
         assert (result.kind, json.loads(result.body)) == ("response", str(tmp_path)), emulator.output()
 
 
+def test_the_launcher_is_installed_beside_the_interpreter() -> None:
+    installed = Path(sys.executable).parent / "slipstream-runtime"
+    assert os.access(installed, os.X_OK)
+    # pip rewrote the `#!python` line to this environment's interpreter; the rest is the script as shipped.
+    first, rest = installed.read_text().split("\n", 1)
+    assert first.startswith("#!") and "python" in first
+    assert rest == LAUNCHER.read_text().split("\n", 1)[1]
+
+
 @pytest.mark.parametrize(("mode", "code"), [(0o644, 126), (None, 127)])
 def test_bootstrap_rejects_a_bad_exec_wrapper(tmp_path: Path, mode: int | None, code: int) -> None:
     wrapper = tmp_path / "wrapper"
