@@ -54,7 +54,7 @@ def check(task_root: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
 
 
 def probe(task_root: Path, handler: str, names: list[str], *, snapshot: bool) -> Any:
-    extra = {} if snapshot else {preload.ENV_SNAPSHOT: "0"}
+    extra = {"PYTHONHASHSEED": "0"} if snapshot else {"PYTHONHASHSEED": "0", preload.ENV_SNAPSHOT: "0"}
     done = subprocess.run(
         [sys.executable, "-m", "probe", handler, *names],
         cwd=task_root,
@@ -131,6 +131,10 @@ def test_served_modules_are_what_a_normal_import_gives(snapshotted: Path) -> Non
     assert served["modules"] == normal["modules"]
     assert served["results"] == normal["results"]
     assert served["modules"]["pkg"]["loader_state"] == ["name", "path"]
+    # The patterns init compiles were in re's cache from the start, compiled exactly as re compiles them.
+    assert normal["re"]
+    assert served["prefilled"] > 0
+    assert served["re"].items() >= normal["re"].items()
     assert served["modules"]["nspkg"]["file"] is None
     assert served["results"]["pkg_resource"] == "resource text of pkg\n"
     assert served["results"]["traceback"][-2].strip() == 'raise ValueError("raised in pkg.sub")'
@@ -151,6 +155,7 @@ def test_boto3_and_its_data_files_served_as_normally_loaded(tmp_path: Path) -> N
     assert any(key.endswith("/endpoints") for key in served["data"]), served["data"]
     assert served["modules"] == normal["modules"]
     assert served["results"] == normal["results"]
+    assert served["re"].items() >= normal["re"].items()
     assert served["results"]["s3_model"][0] == "OrderedDict"
 
 

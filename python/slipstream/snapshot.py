@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from slipstream.preload import Dep
 
 _EXIT_VALID, _EXIT_STALE, _EXIT_UNUSABLE = 0, 1, 2
+# The child processes start with `-c`, not `-m`: runpy would load modules (functools, contextlib...) before the
+# function's init, which then would not be recorded. The working directory leads `sys.path` either way.
+_CHILD = [sys.executable, "-c", "import sys; from slipstream.snapshot import _child; sys.exit(_child(sys.argv[1:]))"]
 
 
 def main(argv: list[str]) -> int:
@@ -98,7 +101,7 @@ def build(handler: str, output: str | None, event_path: str | None, by_hash: boo
                 event = f.read()
 
     temp = f"{output}.tmp-{os.getpid()}"
-    command = [sys.executable, "-m", "slipstream.snapshot", "--record", temp, "--name", os.path.basename(output)]
+    command = [*_CHILD, "--record", temp, "--name", os.path.basename(output)]
     command += ["--hash"] if by_hash else []
     command += ["--invoke"] if event is not None else []
     command += ["--", handler]
@@ -148,7 +151,7 @@ def check(output: str | None, handler: str | None) -> int:
 
     task_root = preload.task_root_path()
     path = os.path.abspath(output or default_output(task_root))
-    command = [sys.executable, "-m", "slipstream.snapshot", "--check-here", path]
+    command = [*_CHILD, "--check-here", path]
     command += ["--", handler] if handler else []
     environment = {**os.environ, "LAMBDA_TASK_ROOT": task_root}
     return subprocess.run(command, cwd=task_root, env=environment, check=False).returncode
@@ -162,7 +165,8 @@ def describe(buffer: bytes) -> str:
     size = len(buffer) / 1e6
     return (
         f"{counts['modules']} modules ({counts['lazy']} imported by the sample invocation), {counts['data']} data "
-        f"files, {counts['listings']} listings, {size:.1f} MB, checked by {header['check']}, for {header['handler']}"
+        f"files, {counts['listings']} listings, {counts['regexes']} regular expressions, {size:.1f} MB, checked by "
+        f"{header['check']}, for {header['handler']}"
     )
 
 
@@ -239,7 +243,7 @@ def check_here(path: str, handler: str | None) -> int:
     if snapshot is None:
         print(f"{path}: unusable: {reason}")
         return _EXIT_UNUSABLE
-    stale = [dep[1] for index, dep in enumerate(snapshot.deps) if not snapshot.fresh(index)]
+    stale = [dep[1] for index, dep in enumerate(snapshot.deps) if not snapshot.fresh((index,))]
     if stale:
         print(f"{path}: stale, {len(stale)} of the files and directories it was built from changed:")
         for changed in stale:
@@ -251,10 +255,7 @@ def check_here(path: str, handler: str | None) -> int:
 
 def record(handler_name: str, temp: str, name: str, by_hash: bool, invoke: bool) -> int:
     """The recording child: the runtime's init under a recording finder, then one invocation when asked."""
-    # Loaded before recording starts: data files are pickled while it runs, and would otherwise record pickle's
-    # helpers as if the function had imported them.
-    import _pickle  # noqa: F401
-    import importlib.util
+    import _sre  # type: ignore[import-not-found]
 
     from slipstream import _native, logs, runtime
     from slipstream.handler import load_handler
@@ -286,7 +287,7 @@ def record(handler_name: str, temp: str, name: str, by_hash: bool, invoke: bool)
     header = {
         "format": preload.FORMAT,
         "cache_tag": sys.implementation.cache_tag,
-        "magic": importlib.util.MAGIC_NUMBER,
+        "magic": preload.MAGIC_NUMBER,  # importlib.util's, without importing that before the init
         "machine": os.uname().machine,
         "optimize": sys.flags.optimize,
         "handler": handler_name,
@@ -295,6 +296,8 @@ def record(handler_name: str, temp: str, name: str, by_hash: bool, invoke: bool)
         "check": "hash" if by_hash else "mtime",
         "name": name,
         "python": sys.version,
+        "hexversion": sys.hexversion,
+        "sre_magic": _sre.MAGIC,
     }
     write(temp, header, recorder)
     return 0
@@ -310,6 +313,7 @@ class Recorder:
         self.deps = DepTable(by_hash, unlisted)
         self.data: dict[str, tuple[tuple[int, ...], bytes]] = {}
         self.listings: dict[tuple[str, str], tuple[tuple[int, ...], tuple[str, ...]]] = {}
+        self.regexes: list[tuple[str | bytes, int, tuple[Any, ...]]] = []
 
     def install(self) -> None:
         from importlib.machinery import PathFinder
@@ -337,16 +341,60 @@ class Recorder:
             search = list(sys.path if path is None else path)
             self.found.append((fullname, spec.origin, locations, search, self.lazy))
             if fullname == "botocore.loaders":
-                self.watch_botocore(spec.loader)
+                self.watch(spec.loader, self.instrument_botocore)
+            elif fullname == "re":
+                self.watch(spec.loader, self.instrument_re)
         return spec
 
-    def watch_botocore(self, loader: Any) -> None:
+    def watch(self, loader: Any, instrument: Any) -> None:
         def exec_module(module: ModuleType) -> None:
             del loader.exec_module
             type(loader).exec_module(loader, module)
-            self.instrument_botocore(module)
+            instrument(module)
 
         loader.exec_module = exec_module
+
+    def instrument_re(self, module: Any) -> None:
+        """Records each pattern compiled from here on as `_sre.compile` receives it (as `re` makes it from the
+        pattern and flags), when nothing else, such as a warning, comes out of compiling it."""
+        import _sre
+        import warnings
+
+        compiler = getattr(module, "_compiler", None) or module.sre_compile
+        original = compiler.compile
+        # Debug output, locale-dependent and deprecated template patterns are never served.
+        unserved = module.DEBUG | module.LOCALE | vars(module).get("TEMPLATE", 0)
+        seen: set[tuple[type, str | bytes, int]] = set()
+
+        def recording_compile(pattern: Any, flags: int = 0) -> Any:
+            key = (type(pattern), pattern, flags)
+            if type(pattern) not in {str, bytes} or flags & unserved or key in seen or len(seen) >= 512:
+                return original(pattern, flags)
+            seen.add(key)
+            arguments = []
+            sre_compile = _sre.compile
+
+            def capture(*given: Any) -> Any:
+                arguments.append(given)
+                return sre_compile(*given)
+
+            _sre.compile = capture
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    compiled = original(pattern, flags)
+            finally:
+                _sre.compile = sre_compile
+            for warning in caught:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            if not caught and len(arguments) == 1 and arguments[0][0] == pattern:
+                _, final_flags, code, groups, groupindex, indexgroup = arguments[0]
+                kept = (int(final_flags), [int(op) for op in code], int(groups), dict(groupindex), tuple(indexgroup))
+                if sre_compile(pattern, *kept) == compiled:
+                    self.regexes.append((pattern, int(flags), kept))
+            return compiled
+
+        compiler.compile = recording_compile
 
     def instrument_botocore(self, module: Any) -> None:
         """Records the data files botocore parses and the service listings it makes, as it makes them."""
@@ -374,6 +422,7 @@ class Recorder:
     def add_data(self, key: str, extensions: Sequence[str], data: object) -> None:
         if key in self.data:
             return
+        # Recorded as the function's import: the runtime imports it too when it serves this data.
         import _pickle
 
         deps = []
@@ -510,8 +559,15 @@ def write(temp: str, header: dict[str, Any], recorder: Recorder) -> None:
         data[key] = (data_deps, len(blobs), len(blob), preload.digest(blob))
         blobs += blob
 
+    regexes = None
+    if recorder.regexes:
+        blob = marshal.dumps(tuple(recorder.regexes))
+        regexes = (len(blobs), len(blob), preload.digest(blob))
+        blobs += blob
+
     manifest = marshal.dumps(
         {
+            "regexes": regexes,
             "modules": modules,
             "lazy": tuple(lazy),
             "deps": tuple(deps.table),
@@ -524,7 +580,13 @@ def write(temp: str, header: dict[str, Any], recorder: Recorder) -> None:
         "manifest_size": len(manifest),
         "manifest_digest": preload.digest(manifest),
         "blobs_size": len(blobs),
-        "counts": {"modules": len(modules), "lazy": len(lazy), "data": len(data), "listings": len(recorder.listings)},
+        "counts": {
+            "modules": len(modules),
+            "lazy": len(lazy),
+            "data": len(data),
+            "listings": len(recorder.listings),
+            "regexes": len(recorder.regexes),
+        },
     }
     head = marshal.dumps(header)
     with open(temp, "wb") as f:

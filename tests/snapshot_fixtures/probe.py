@@ -11,6 +11,7 @@ from slipstream.handler import load_handler
 
 served = []
 data_served = []
+regexes_served = []
 
 
 def spy() -> None:
@@ -30,8 +31,16 @@ def spy() -> None:
             data_served.append(key)
         return found
 
+    regexes = preload.Snapshot.regexes
+
+    def spied_regexes(self):
+        found = regexes(self)
+        regexes_served.extend(found or ())
+        return found
+
     preload.Snapshot.find_spec = spied_find_spec
     preload.Snapshot.load_data = spied_load_data
+    preload.Snapshot.regexes = spied_regexes
 
 
 def describe(module):
@@ -110,10 +119,25 @@ def main() -> None:
     preload.install(handler)
     load_handler(handler)
     preload.finish()
+    # Patterns in re's cache, each with a hash of its compiled code (the test fixes PYTHONHASHSEED).
+    regexes = {repr(key): hash(pattern) for key, pattern in list(sys.modules["re"]._cache.items())}
+    prefilled = len(regexes_served)
     modules = {name: describe(importlib.import_module(name)) for name in names}
     import json
 
-    print(json.dumps({"served": served, "data": data_served, "modules": modules, "results": results(names)}))
+    found = results(names)
+    print(
+        json.dumps(
+            {
+                "served": served,
+                "data": data_served,
+                "modules": modules,
+                "results": found,
+                "re": regexes,
+                "prefilled": prefilled,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
