@@ -476,8 +476,11 @@ def test_other_content_types_give_bytes(pair: Callable[..., Pair], handler: str,
 # Handler exceptions
 
 
+# Their X-Ray cause is 1 MiB or more, so it is left out. One error document is over 6 MiB: the emulator holds only
+# responses to that limit, and both runtimes send it as it is.
+HUGE_MESSAGES = {"huge_message", "oversized_message"}
 HANDLER_EXCEPTION_CASES = [
-    pytest.param(env, case, marks=[known("empty-xray-cause")] if case == "huge_message" else [], id=f"{case}-{name}")
+    pytest.param(env, case, marks=[known("empty-xray-cause")] if case in HUGE_MESSAGES else [], id=f"{case}-{name}")
     for name, env in [("escaped", {}), ("utf8", UTF8_OUTPUT)]
     for case in sorted(differential.RAISES)
     # With UTF-8 output this one kills both runtimes: test_failures_both_die_of.
@@ -493,7 +496,7 @@ def test_handler_exceptions(pair: Callable[..., Pair], env: dict[str, str], case
 def test_handler_exception_logs(fresh_pair: Callable[..., Pair]) -> None:
     both = fresh_pair("differential.raises")
     for case in sorted(differential.RAISES):
-        if case != "huge_message":
+        if case not in HUGE_MESSAGES:
             both.invoke({"case": case})
     assert_same_output(both)
 

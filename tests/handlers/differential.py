@@ -192,6 +192,7 @@ RAISES = {
     "stdlib": lambda: json.loads("{"),
     "generated": _generated,
     "huge_message": lambda: _raise(ValueError("x" * (1024 * 1024))),
+    "oversized_message": lambda: _raise(ValueError("x" * (7 * 1024 * 1024))),
     "assertion": lambda: _raise(AssertionError()),
     # Fine escaped; with UTF-8 output neither runtime can encode it, and both die.
     "lone_surrogate": lambda: _raise(ValueError("lone \udcff surrogate")),
