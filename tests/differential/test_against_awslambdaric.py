@@ -1002,10 +1002,13 @@ def test_sigterm_while_waiting(fresh_pair: Callable[..., Pair]) -> None:
     assert plain.ours.output()[1] == b"slipstream: SIGTERM received, exiting\n"
 
     assert plain.theirs.returncode(TIMEOUT) == -signal.SIGTERM
-    # Blocked in its native /next, awslambdaric never gets to run the user's handler; the fixture kills it.
+    # Blocked in its native /next, awslambdaric never gets to run the user's handler.
     time.sleep(0.5)
     assert with_handler.theirs.returncode() is None
     assert with_handler.theirs.output() == (b"", b"")
+    # It would ignore the fixture's SIGTERM too, for the fixture's whole grace period.
+    os.kill(with_handler.theirs.pid, signal.SIGKILL)
+    assert with_handler.theirs.returncode(TIMEOUT) == -signal.SIGKILL
 
 
 @intended("async-handlers")
