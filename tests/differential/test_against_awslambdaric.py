@@ -58,8 +58,9 @@ INTENDED = {
     "next-without-request-id": "A /next answer without a request id is reported on stderr and skipped; awslambdaric "
     "exits 1.",
     "sigterm-while-waiting": "SIGTERM while waiting for /next ends the runtime at once, after the user's own SIGTERM "
-    "handler, exit 0; awslambdaric (thread polling only on the managed 3.12+ runtimes, its issue #105) is killed "
-    "by the signal, or never runs the user's handler while blocked.",
+    "handler, exit 0. awslambdaric is killed by the signal when the user has no handler; with one, it never runs "
+    "it while blocked in its native /next, or (thread polling, managed 3.12+ runtimes only: its issue #105) runs "
+    "it and goes on waiting.",
     "async-handlers": "`async def` handlers are awaited; awslambdaric posts `Runtime.MarshalError` for the "
     "coroutine and warns that it was never awaited.",
     "generators-stream": "A generator or iterator result is streamed; awslambdaric posts `Runtime.MarshalError`.",
@@ -986,29 +987,36 @@ def test_next_without_request_id(fresh_pair: Callable[..., Pair]) -> None:
 @intended("sigterm-while-waiting")
 def test_sigterm_while_waiting(fresh_pair: Callable[..., Pair]) -> None:
     with_handler, plain = fresh_pair("signals.handler"), fresh_pair("differential.echo")
-    for both in (with_handler, plain):
+    # On the managed 3.12+ runtimes awslambdaric waits for /next in a thread, so Python signal handlers can run.
+    managed = fresh_pair("signals.handler", UTF8_OUTPUT)
+    pairs = (with_handler, plain, managed)
+    for both in pairs:
         both.invoke({})
         for side in both.sides.values():
             assert side.emulator.wait_records("next", 2, TIMEOUT)
-    # Both are inside /next now, or about to be: the signal has to reach a runtime that is waiting.
+    # All are inside /next now, or about to be: the signal has to reach a runtime that is waiting.
     time.sleep(0.1)
-    for both in (with_handler, plain):
+    for both in pairs:
         for side in both.sides.values():
             os.kill(side.pid, signal.SIGTERM)
 
-    assert with_handler.ours.returncode(TIMEOUT) == 0
-    assert with_handler.ours.output()[0] == b"user SIGTERM handler ran\n"
-    assert plain.ours.returncode(TIMEOUT) == 0
-    assert plain.ours.output()[1] == b"slipstream: SIGTERM received, exiting\n"
+    for both in pairs:
+        assert both.ours.returncode(TIMEOUT) == 0
+        assert both.ours.output()[1] == b"slipstream: SIGTERM received, exiting\n"
+    assert with_handler.ours.output()[0] == managed.ours.output()[0] == b"user SIGTERM handler ran\n"
 
     assert plain.theirs.returncode(TIMEOUT) == -signal.SIGTERM
-    # Blocked in its native /next, awslambdaric never gets to run the user's handler.
+    # Blocked in its native /next, awslambdaric never gets to run the user's handler; with thread polling it runs
+    # it, and goes on waiting.
     time.sleep(0.5)
     assert with_handler.theirs.returncode() is None
     assert with_handler.theirs.output() == (b"", b"")
-    # It would ignore the fixture's SIGTERM too, for the fixture's whole grace period.
-    os.kill(with_handler.theirs.pid, signal.SIGKILL)
-    assert with_handler.theirs.returncode(TIMEOUT) == -signal.SIGKILL
+    assert managed.theirs.returncode() is None
+    assert managed.theirs.output() == (b"user SIGTERM handler ran\n", b"")
+    # Both would ignore the fixture's SIGTERM too, for the fixture's whole grace period.
+    for side in (with_handler.theirs, managed.theirs):
+        os.kill(side.pid, signal.SIGKILL)
+        assert side.returncode(TIMEOUT) == -signal.SIGKILL
 
 
 @intended("async-handlers")
