@@ -38,11 +38,11 @@ def environment(task_root: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def take_snapshot(task_root: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+def take_snapshot(task_root: Path, *arguments: str, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "slipstream", "snapshot", *arguments],
         cwd=task_root,
-        env=environment(task_root),
+        env=environment(task_root, **extra),
         capture_output=True,
         text=True,
         timeout=120,
@@ -53,8 +53,11 @@ def check(task_root: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     return take_snapshot(task_root, "--check", *arguments)
 
 
-def probe(task_root: Path, handler: str, names: list[str], *, snapshot: bool) -> Any:
-    extra = {"PYTHONHASHSEED": "0"} if snapshot else {"PYTHONHASHSEED": "0", preload.ENV_SNAPSHOT: "0"}
+def probe(task_root: Path, handler: str, names: list[str], *, snapshot: bool, clean: bool = True, **extra: str) -> Any:
+    """What `probe.py` reports, with its stderr; `clean` asserts that the snapshot logged nothing."""
+    extra = (
+        {"PYTHONHASHSEED": "0", **extra} if snapshot else {"PYTHONHASHSEED": "0", preload.ENV_SNAPSHOT: "0", **extra}
+    )
     done = subprocess.run(
         [sys.executable, "-m", "probe", handler, *names],
         cwd=task_root,
@@ -64,8 +67,9 @@ def probe(task_root: Path, handler: str, names: list[str], *, snapshot: bool) ->
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert SNAPSHOT_LINE not in done.stderr, done.stderr
-    return json.loads(done.stdout)
+    if clean:
+        assert SNAPSHOT_LINE not in done.stderr, done.stderr
+    return {**json.loads(done.stdout), "stderr": done.stderr}
 
 
 def snapshot_lines(text: str) -> list[str]:
@@ -157,6 +161,33 @@ def test_boto3_and_its_data_files_served_as_normally_loaded(tmp_path: Path) -> N
     assert served["results"] == normal["results"]
     assert served["re"].items() >= normal["re"].items()
     assert served["results"]["s3_model"][0] == "OrderedDict"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("botocore") is None, reason="botocore is not installed (requirements-bench)"
+)
+def test_changed_data_files_and_listings_are_read_again(tmp_path: Path) -> None:
+    root = copy_function(tmp_path)
+    data = root / "data"
+    assert take_snapshot(root, "app_data.handler", AWS_DATA_PATH=str(data)).returncode == 0
+
+    served = probe(root, "app_data.handler", ["app_data"], snapshot=True, AWS_DATA_PATH=str(data))
+    assert str(data / "slipstream-test-data") in served["data"]
+    first = served["results"]["app_data"]
+    assert (first["data"]["version"], first["test_services"]) == (1, ["slipstreamtest"])
+
+    (data / "slipstream-test-data.json").write_text('{"version": 22, "items": []}')
+    (data / "slipstreamtest2" / "2021-01-01").mkdir(parents=True)
+    (data / "slipstreamtest2" / "2021-01-01" / "service-2.json").write_text("{}")
+    changed = probe(root, "app_data.handler", ["app_data"], snapshot=True, clean=False, AWS_DATA_PATH=str(data))
+    normal = probe(root, "app_data.handler", ["app_data"], snapshot=False, AWS_DATA_PATH=str(data))
+
+    assert str(data / "slipstream-test-data") not in changed["data"]
+    assert changed["results"] == normal["results"]
+    assert changed["results"]["app_data"]["data"]["version"] == 22
+    assert changed["results"]["app_data"]["test_services"] == ["slipstreamtest", "slipstreamtest2"]
+    [line] = snapshot_lines(changed["stderr"])
+    assert "stale" in line
 
 
 def test_function_with_a_snapshot_answers_invocations(start_function: Any, snapshotted: Path) -> None:
@@ -252,9 +283,10 @@ def _corrupt_code(source: Path, target: Path) -> None:
         (_corrupt_code, "app.handler", "the code of app does not match its digest"),
         (lambda s, t: rewrite_header(s, t, cache_tag="cpython-29"), "app.handler", "built for cpython-29"),
         (lambda s, t: rewrite_header(s, t, machine="s390x"), "app.handler", "built on s390x"),
+        (lambda s, t: rewrite_header(s, t, task_root="/var/elsewhere"), "app.handler", "built for task root"),
         (shutil.copyfile, "app.other", "built for handler app.handler, this is app.other"),
     ],
-    ids=["truncated", "garbage", "corrupt-code", "cache-tag", "machine", "other-handler"],
+    ids=["truncated", "garbage", "corrupt-code", "cache-tag", "machine", "task-root", "other-handler"],
 )
 def test_unusable_snapshot_is_ignored_with_one_log_line(
     start_function: Any, snapshotted: Path, tmp_path: Path, damage: Any, handler: str, reason: str

@@ -293,12 +293,18 @@ class Snapshot:
             state = states[index]
             if state is None:
                 kind, path, size, mtime, expected = self.deps[index]
-                if kind == "d" and not self.by_hash:
-                    # The common case, inline: botocore's listings alone depend on hundreds of directories.
+                if kind != "x" and not self.by_hash:
+                    # The common cases inline, one stat each: a module's source, a directory it was found in (
+                    # botocore's listings alone depend on hundreds of directories).
                     try:
-                        state = os.stat(path).st_mtime_ns == mtime or listing_digest(path, self.unlisted) == expected
+                        st = os.stat(path)
                     except OSError:
                         state = False
+                    else:
+                        if kind == "f":
+                            state = st.st_size == size and st.st_mtime_ns == mtime and st.st_mode & _S_IFMT == _S_IFREG
+                        else:
+                            state = st.st_mtime_ns == mtime or _listing_matches(path, self.unlisted, expected)
                 else:
                     state = check_dep(kind, path, size, mtime, expected, self.by_hash, self.unlisted)
                 states[index] = state
@@ -393,6 +399,13 @@ class Snapshot:
             # The mapped pages leave the process's resident memory (and a SnapStart snapshot); the few data files
             # read later come back from the page cache.
             madvise(MADV_DONTNEED)
+
+
+def _listing_matches(path: str, unlisted: Sequence[str], expected: bytes | None) -> bool:
+    try:
+        return listing_digest(path, unlisted) == expected
+    except OSError:
+        return False
 
 
 def check_dep(
