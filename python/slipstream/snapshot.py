@@ -3,8 +3,9 @@
 `slipstream snapshot app.handler [--event event.json]` starts the function's init in a child process on the local
 emulator, exactly as a cold start runs it, and records every module the path-based import system loaded for it (and
 for the sample invocation, when an event is given), in import order, plus the data files botocore parsed. It then
-writes them to one file: the modules as compiled code, the data as pickles, each with what it was built from
-(size and mtime, or a content digest with `--hash`), so that a changed source is never served.
+writes them to one file: the modules as compiled code, the data as pickles, the regular expressions init compiled
+in their compiled form, each with what it was built from (size and mtime, or a content digest with `--hash`), so
+that a changed source is never served.
 
 `slipstream snapshot --check` says whether the snapshot still fits the code beside it: exit 0 valid, 1 stale,
 2 missing or unusable (corrupt, or built for another interpreter, machine, handler, task root or import path).
@@ -17,6 +18,10 @@ from __future__ import annotations
 import marshal
 import os
 import sys
+
+# The import system's own classes, loaded with the interpreter: importing importlib.machinery would load modules
+# the recording child must leave for the function's init to import.
+from _frozen_importlib_external import PathFinder, SourceFileLoader
 
 from slipstream import preload
 
@@ -316,8 +321,6 @@ class Recorder:
         self.regexes: list[tuple[str | bytes, int, tuple[Any, ...]]] = []
 
     def install(self) -> None:
-        from importlib.machinery import PathFinder
-
         meta_path = sys.meta_path
         meta_path.insert(meta_path.index(PathFinder) if PathFinder in meta_path else len(meta_path), self)
 
@@ -326,8 +329,6 @@ class Recorder:
             sys.meta_path.remove(self)
 
     def find_spec(self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None) -> Any:
-        from importlib.machinery import PathFinder, SourceFileLoader
-
         spec = PathFinder.find_spec(fullname, path, target)
         if spec is None or fullname in self.names:
             return spec
