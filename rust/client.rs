@@ -289,7 +289,11 @@ impl PyRuntimeClient {
         xray_cause: &str,
     ) -> PyResult<(u16, String)> {
         let mut headers = reply_headers(CONTENT_TYPE_JSON, invocation_id);
-        headers.push(("Lambda-Runtime-Function-XRay-Error-Cause", xray_cause));
+        // An empty cause (one of 1 MiB or more is dropped) is left out, not sent as an empty header, as libcurl
+        // leaves it out for awslambdaric.
+        if !xray_cause.is_empty() {
+            headers.push(("Lambda-Runtime-Function-XRay-Error-Cause", xray_cause));
+        }
         self.post(py, &api::path_error(request_id), &headers, body)
     }
 

@@ -324,3 +324,12 @@ def bad_message(event, context):
 
 
 NOT_CALLABLE = {"a": "dict"}
+
+
+def depth(event, context):
+    """How deeply the event's first elements nest, counted without recursion."""
+    levels = 0
+    while isinstance(event, list):
+        levels += 1
+        event = event[0] if event else None
+    return levels
