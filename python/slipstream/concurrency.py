@@ -442,9 +442,11 @@ async def _serve_slots(handler: Handler, slots: int, status: StatusPipe, loop: A
             return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
 
     loop.set_default_executor(ContextExecutor(thread_name_prefix="slipstream-executor"))
-    runtimes = [ConcurrentRuntime(_native.RuntimeClient(user_agent()), handler) for _ in range(slots)]
-    # One thread per slot blocks in the core's `/next` with the GIL released; everything else runs on the loop.
+    # One thread per slot blocks in the core's `/next`, or sends the slot's reply, with the GIL released; the
+    # handlers run on the loop.
     pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="slipstream-slot")
+    reply_pool = pool if slots > 1 else None
+    runtimes = [ConcurrentRuntime(_native.RuntimeClient(user_agent()), handler, reply_pool) for _ in range(slots)]
     stopping = False
 
     def stop() -> None:
@@ -560,10 +562,18 @@ class ConcurrentRuntime(Runtime):
 
     creates_loop = False
 
+    def __init__(self, client: _native.RuntimeClient, handler: Handler, reply_pool: Any) -> None:
+        super().__init__(client, handler)
+        # Where replies are sent from when other slots share the loop (None: from the loop itself).
+        self.reply_pool = reply_pool
+
     def set_trace_id(self, trace_id: str | None) -> None:
         _trace_id_var.set(trace_id)
 
     async def handle_async(self, invocation: _native.Invocation) -> None:
+        import asyncio
+        import contextvars
+
         try:
             event, context = self.begin(invocation)
             if self.streams_to_argument:
@@ -585,7 +595,13 @@ class ConcurrentRuntime(Runtime):
                     stream, streaming.send_async(stream, result), lambda exc: self.report_error(invocation, exc)
                 )
                 return
-            self.complete(invocation, result)
+            if self.reply_pool is None:
+                self.complete(invocation, result)
+                return
+            # Replies of invocations that end together go out side by side, not one after another on the loop
+            # (64 slots whose awaits end together would otherwise each wait for the round trips of those before).
+            post = contextvars.copy_context().run
+            await asyncio.get_running_loop().run_in_executor(self.reply_pool, post, self.complete, invocation, result)
         except Exception as exc:
             self.report_error(invocation, exc)
         except SystemExit as exc:

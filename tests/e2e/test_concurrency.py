@@ -136,6 +136,17 @@ def test_async_slots_spread_over_processes(start_function: Any) -> None:
     assert sorted(pids.count(pid) for pid in set(pids)) == [3, 3]
 
 
+def test_async_handler_with_the_opt_out_runs_one_slot_per_process(start_function: Any) -> None:
+    # The main process does not import the handler, so it cannot know it is `async def`: one slot per worker.
+    function = start(start_function, "async_work", 3, env={"SLIPSTREAM_FORK_AFTER_INIT": "0"})
+    results = invoke_all(function, [{"sleep": 0.3, "tag": i} for i in range(3)])
+
+    bodies = check_own_context(results)
+    assert_overlapped(bodies)
+    assert len({b["pid"] for b in bodies}) == 3
+    check_log_lines(json_lines(function.stdout()), results)
+
+
 @pytest.mark.parametrize(
     ("crash", "reason"),
     [("exit", "exit status 3"), ("segv", "signal: segmentation fault"), ("kill", "signal: killed")],
