@@ -11,7 +11,11 @@ it had in flight get a `Runtime.ExitError` answer, so no caller is left waiting.
 - `SLIPSTREAM_FORK_AFTER_INIT=0` gives awslambdaric's model, one full init per worker, for handlers that are not
   fork-safe (threads started or sockets opened at import time).
 
-Every slot polls `/next` on a connection of its own (one `RuntimeClient` per slot), and answers on it.
+Every slot polls `/next` on a connection of its own (one `RuntimeClient` per slot), and answers on it. Each worker
+puts its stdout and stderr on the log socket Lambda names (`_LAMBDA_TELEMETRY_LOG_FD_PROVIDER_SOCKET`), where
+records are read line by line; Lambda sets `AWS_LAMBDA_LOG_FORMAT=JSON` there, so every record is one JSON line
+with its `requestId`. SIGTERM drains the invocations in flight, then the main process exits 0; it exits non-zero
+only when it gives up (init failed, or workers keep dying before they serve), never 0 after such a failure.
 
 Each worker tells the supervisor through a pipe which invocations it is running: `R` once it is ready to poll,
 then one line when an invocation starts (`S`, request id, invocation id) and one when it has been answered (`E`).
