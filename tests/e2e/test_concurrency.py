@@ -259,7 +259,16 @@ def test_log_socket_receives_each_workers_lines(start_function: Any) -> None:
     assert [r.kind for r in results] == ["response"] * slots
 
     socket = function.emulator.log_socket
-    # Every worker connected twice (stdout, stderr); its records went there, as one JSON document per line.
+
+    # Every worker connected twice (stdout, stderr); its records went there, as one JSON document per line. They
+    # were written before the replies, but the emulator accepts and reads in a thread of its own: wait for them.
+    def arrived() -> bool:
+        ends = [line for line in socket.lines() if '"end ' in line]
+        return len(ends) == slots and len(socket.connections()) == 2 * slots
+
+    until = time.monotonic() + 10
+    while not arrived() and time.monotonic() < until:
+        time.sleep(0.01)
     assert len(socket.connections()) == 2 * slots
     check_log_lines([json.loads(line) for line in socket.lines() if line.startswith("{")], results)
     # The main process keeps the streams Lambda gave it: the pool's start is logged there, as awslambdaric does.
