@@ -5,6 +5,7 @@ Overlap is judged from the timestamps the handlers return, never from how long t
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import time
@@ -123,6 +124,9 @@ def test_async_handler_with_64_slots(start_function: Any) -> None:
     bodies = check_own_context(results)
     assert_overlapped(bodies)
     assert len({b["pid"] for b in bodies}) == 1
+    # uvloop's loop when it is installed, asyncio's otherwise.
+    expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio.unix_events"
+    assert {b["loop"] for b in bodies} == {expected}
 
 
 def test_async_slots_spread_over_processes(start_function: Any) -> None:

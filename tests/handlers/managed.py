@@ -87,6 +87,7 @@ async def async_work(event, context):
         "before": before,
         "after": after,
         "in_thread": in_thread,
+        "loop": type(asyncio.get_running_loop()).__module__,
     }
 
 
