@@ -211,6 +211,15 @@ def test_function_with_a_snapshot_answers_invocations(start_function: Any, snaps
     assert (answer["served"], answer["gc_paused"], answer["preimported"]) == (False, False, False)
 
 
+def test_collector_left_as_an_init_that_disabled_it_wants(start_function: Any, task_root: Path) -> None:
+    import gc
+
+    assert take_snapshot(task_root, "gc_off.handler").returncode == 0
+    function = start_function("gc_off.handler", cwd=task_root)
+    assert json.loads(function.invoke({}).body) == {"enabled": False, "threshold": gc.get_threshold()[0]}
+    assert snapshot_lines(function.stderr()) == []
+
+
 def test_managed_instances_workers_fork_from_the_preloaded_parent(start_function: Any, snapshotted: Path) -> None:
     function = start_function("app.handler", cwd=snapshotted, max_concurrency=2)
     answer = json.loads(function.invoke({}).body)

@@ -5,7 +5,7 @@ import sys
 
 # What init sees when the snapshot serves it: the finder in place and the collector paused.
 SERVED = any(type(finder).__module__ == "slipstream.preload" for finder in sys.meta_path)
-GC_PAUSED = not gc.isenabled()
+GC_PAUSED = gc.get_threshold()[0] > 100_000
 
 import asyncio  # noqa: E402
 import csv  # noqa: E402  (its _csv is an extension module: left to the import system)
@@ -28,7 +28,7 @@ def handler(event, context):
     return {
         "served": SERVED,
         "gc_paused": GC_PAUSED,
-        "gc_now": gc.isenabled(),
+        "gc_now": gc.isenabled() and gc.get_threshold()[0] < 100_000,
         "preimported": preimported,
         "value": sub.VALUE,
         "lazy": lazy_mod.VALUE,
