@@ -15,8 +15,6 @@ snapshot, apart).
 TODO(#6): modules imported before `install` runs (slipstream's own, runpy's under `python -m`) are never served:
 shipped without bytecode, they are compiled on every cold start.
 TODO(#6): with SLIPSTREAM_FORK_AFTER_INIT=0 the Managed Instances workers import the handler without the snapshot.
-TODO(#6): with `--hash`, botocore's service listing is checked by listing its ~900 directories at every cold start
-(about 7 ms of the 24 ms it saves); the digest of the whole data tree, taken at build time, would need only one.
 """
 
 from __future__ import annotations
