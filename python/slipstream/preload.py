@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     Dep = tuple[str, str, int, int, bytes | None]
+    # origin, search locations (packages), what it was built from, offset and length of its code, code digest
+    Module = tuple[str, tuple[str, ...] | None, tuple[int, ...], int, int, bytes]
 
 MAGIC = b"\x89slipstream-snapshot\r\n\x1a\n"
 FORMAT = 1
@@ -233,9 +235,7 @@ class Snapshot:
     def __init__(self, path: str, header: dict[str, Any], manifest: dict[str, Any], view: memoryview) -> None:
         self.path = path
         self.header = header
-        self.modules: dict[str, tuple[str, tuple[str, ...] | None, tuple[int, ...], int, int, bytes]] = manifest[
-            "modules"
-        ]
+        self.modules: dict[str, Module] = manifest["modules"]
         self.lazy: tuple[str, ...] = manifest["lazy"]
         self.deps: tuple[Dep, ...] = manifest["deps"]
         self.data: dict[str, tuple[tuple[int, ...], int, int, bytes]] = manifest["data"]
@@ -252,12 +252,21 @@ class Snapshot:
 
     def find_spec(self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None) -> Any:
         entry = self.modules.get(fullname)
-        if entry is None or self.view is None:
+        view = self.view
+        if entry is None or view is None:
             return None
+        try:
+            return self.spec(fullname, entry, view)
+        except Exception as exc:  # whatever goes wrong here, the import system can still import the module
+            self.corrupt(f"cannot serve {fullname}: {type(exc).__name__}: {exc}")
+            return None
+
+    def spec(self, fullname: str, entry: Module, view: memoryview) -> Any:
+        """The module's spec, as the path-based finder would make it, or None when what it was built from changed."""
         origin, locations, deps, offset, length, expected = entry
         if not self.fresh(deps):
             return None
-        blob = self.view[offset : offset + length]
+        blob = view[offset : offset + length]
         if digest(blob) != expected:
             self.corrupt(f"the code of {fullname} does not match its digest")
             return None
