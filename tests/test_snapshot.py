@@ -195,6 +195,8 @@ def test_function_with_a_snapshot_answers_invocations(start_function: Any, snaps
     for number in range(3):
         result = function.invoke({"n": number})
         assert result.kind == "response", function.output()
+        # logging, served from the snapshot, was configured as the runtime configures it.
+        assert f"\t{result.request_id}\tlogged from the handler" in function.output()
         assert json.loads(result.body) == {
             "served": True,
             "gc_paused": True,

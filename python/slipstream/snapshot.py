@@ -114,9 +114,13 @@ def build(handler: str, output: str | None, event_path: str | None, by_hash: boo
         with Emulator(timeout=timeout) as emulator:
             emulator.start_runtime(command, env={"LAMBDA_TASK_ROOT": task_root}, cwd=task_root, handler=handler)
             result = None
-            if event is not None:
-                result = emulator.invoke(event, timeout=timeout)
-            code = _wait_exit(emulator, timeout)
+            code: int | None = None
+            try:
+                if event is not None:
+                    result = emulator.invoke(event, timeout=timeout)
+                code = _wait_exit(emulator, timeout)
+            except TimeoutError:
+                pass  # the sample invocation did not end in time: reported below as a recording that did not
             init_errors = emulator.init_errors()
             log = emulator.output()
     except BaseException:
@@ -210,9 +214,9 @@ def _remove(path: str) -> None:
 
 
 def _child(argv: list[str]) -> int:
-    """`python -m slipstream.snapshot --record TEMP [--name N] [--hash] [--invoke] -- HANDLER` or `--check-here PATH
-    [-- HANDLER]`: kept free of argparse and other imports, so that what the recording child has loaded before the
-    handler's init is what a cold start has loaded."""
+    """The children's command line (see `_CHILD`): `--record TEMP [--name N] [--hash] [--invoke] -- HANDLER` or
+    `--check-here PATH [-- HANDLER]`. Parsed without argparse, which the recording child must not load before the
+    function's init."""
     options: dict[str, str | bool] = {}
     handler = None
     rest = list(argv)

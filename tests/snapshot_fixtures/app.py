@@ -25,6 +25,8 @@ def handler(event, context):
     preimported = "lazy_mod" in sys.modules
     import lazy_mod
 
+    logging.getLogger("app").warning("logged from the handler")
+
     return {
         "served": SERVED,
         "gc_paused": GC_PAUSED,
