@@ -222,6 +222,15 @@ def test_collector_left_as_an_init_that_disabled_it_wants(start_function: Any, t
     assert snapshot_lines(function.stderr()) == []
 
 
+def test_import_hooks_placed_ahead_still_see_served_modules(start_function: Any, task_root: Path) -> None:
+    hooks = {"PYTHONPATH": str(task_root / "hooks")}
+    assert take_snapshot(task_root, "app_hooked.handler", **hooks).returncode == 0
+    function = start_function("app_hooked.handler", cwd=task_root, env=hooks)
+    answer = json.loads(function.invoke({}).body)
+    assert answer == {"served": True, "hook_saw": ["json", "pkg", "pkg.sub"]}, function.output()
+    assert snapshot_lines(function.stderr()) == []
+
+
 def test_managed_instances_workers_fork_from_the_preloaded_parent(start_function: Any, snapshotted: Path) -> None:
     function = start_function("app.handler", cwd=snapshotted, max_concurrency=2)
     answer = json.loads(function.invoke({}).body)
