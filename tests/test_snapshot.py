@@ -223,7 +223,7 @@ def test_collector_left_as_an_init_that_disabled_it_wants(start_function: Any, t
 
 
 def test_import_hooks_placed_ahead_still_see_served_modules(start_function: Any, task_root: Path) -> None:
-    hooks = {"PYTHONPATH": str(task_root / "hooks")}
+    hooks = {"PYTHONPATH": os.pathsep.join(filter(None, [str(task_root / "hooks"), os.environ.get("PYTHONPATH")]))}
     assert take_snapshot(task_root, "app_hooked.handler", **hooks).returncode == 0
     function = start_function("app_hooked.handler", cwd=task_root, env=hooks)
     answer = json.loads(function.invoke({}).body)
