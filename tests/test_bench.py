@@ -16,15 +16,24 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "bench" / "run.py"
 RUNTIMES = ["slipstream", "slipstream-m", "awslambdaric", "floor", "floor-socket"]
-GROUPS = {"echo", "echo-1mb", "buffered-5mb", "stream", "cold-start", "concurrency-cpu", "concurrency-async"}
+GROUPS = {
+    "echo",
+    "echo-1mb",
+    "buffered-5mb",
+    "stream",
+    "cold-start",
+    "concurrency-cpu",
+    "concurrency-async",
+    "concurrency-init",
+}
 # Where each runtime must have figures; everywhere else it must say why not.
 MEASURED = {
     "slipstream": {"*"},
-    "awslambdaric": {"echo", "echo-1mb", "buffered-5mb", "cold-start", "cold-start-boto3"}
+    "awslambdaric": {"echo", "echo-1mb", "buffered-5mb", "cold-start", "cold-start-boto3", "concurrency-init-boto3-2"}
     | {f"concurrency-cpu-{n}" for n in (1, 2)},
     "floor": {"echo", "echo-1mb", "buffered-5mb", "stream-20mb", "cold-start"},
     "floor-socket": {"cold-start", "cold-start-boto3"},
-    "slipstream-m": {"cold-start", "cold-start-boto3"},
+    "slipstream-m": {"cold-start", "cold-start-boto3", "concurrency-init-boto3-2"},
 }
 CHARTS = {"throughput", "latency", "cold_start", "memory", "concurrency"}
 

@@ -36,6 +36,8 @@ class Settings:
     buffered_bytes: int = 5_000_000
     large_event_bytes: int = 1 << 20
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
+    # Slots of the Managed Instances init scenario (the boto3 handler).
+    init_concurrency: int = 8
     cpu_rounds: int = 30_000
     upstream_delay: float = 0.05
     # The CPU the sequential scenarios pin the emulator and the runtime to; None leaves them unpinned.
@@ -54,6 +56,7 @@ class Settings:
             "stream_bytes": 20_000_000,
             "streams_per_repetition": 1,
             "concurrency": (1, 2),
+            "init_concurrency": 2,
             "cpu_rounds": 3_000,
         }
         values.update(overrides)

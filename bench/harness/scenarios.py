@@ -35,6 +35,8 @@ TO_RESPONSE = Metric("to_first_response_ms", "spawn to first response", "ms", "l
 CPU = Metric("cpu_us_per_invocation", "runtime CPU per invocation", "µs", "lower")
 CPU_PER_GB = Metric("cpu_ms_per_gb", "runtime CPU per GB streamed", "ms", "lower")
 INIT_CPU = Metric("init_cpu_ms", "runtime CPU to first response", "ms", "lower")
+ALL_POLLING = Metric("to_all_polling_ms", "spawn to every slot polling", "ms", "lower")
+ALL_POLLING_CPU = Metric("all_polling_cpu_ms", "runtime CPU to every slot polling", "ms", "lower")
 PEAK_RSS = Metric("peak_rss_mib", "peak RSS (process tree)", "MiB", "lower")
 PEAK_PSS = Metric("peak_pss_mib", "peak PSS (process tree)", "MiB", "lower")
 MEMORY = (PEAK_RSS, PEAK_PSS)
@@ -61,7 +63,7 @@ class Scenario:
 
     @property
     def cpu(self) -> Metric | None:
-        return next((m for m in self.metrics if m in (CPU, CPU_PER_GB, INIT_CPU)), None)
+        return next((m for m in self.metrics if m in (CPU, CPU_PER_GB, INIT_CPU, ALL_POLLING_CPU)), None)
 
     def repetitions(self, settings: Settings) -> int:
         return settings.repetitions
@@ -403,6 +405,38 @@ class ConcurrencyScenario(Scenario):
         return feed_outcome(stats, figures)
 
 
+@dataclass
+class ManagedInitScenario(ColdStartScenario):
+    """Managed Instances with a heavy init: spawn to every slot polling, and the process tree's memory then."""
+
+    concurrency: int = 8
+
+    def support(self, runtime: Runtime, context: Context) -> str | None:
+        if not runtime.managed_instances:
+            return f"{runtime.name} has no Managed Instances mode"
+        return super().support(runtime, context)
+
+    def measure(self, runtime: Runtime, context: Context) -> Outcome:
+        settings = context.settings
+        with launched(
+            runtime, self.handler, keep_records=True, max_concurrency=self.concurrency, affinity=os.sched_getaffinity(0)
+        ) as (emulator, sampler):
+            spawned = emulator.spawned_ns
+            if not emulator.wait_records("next", self.concurrency, settings.timeout):
+                raise failure(emulator, "timed out", f"fewer than {self.concurrency} slots polled")
+            polling_ns = emulator.records("next")[self.concurrency - 1].at_ns
+            polling_cpu_ns = tree_cpu_ns(emulator.runtime_pid)
+            # Memory once every worker is up: the workers' pages shared with the parent are what PSS counts once.
+            request_id = emulator.enqueue(TINY_EVENT)
+            result = emulator.result(request_id, settings.timeout)
+            if result.kind != "response" or result.body != TINY_EVENT:
+                raise failure(emulator, "wrong results", f"answered {result.kind}: {result.body[:300]!r}")
+            figures = memory(sampler)
+        return Outcome(
+            {ALL_POLLING.name: (polling_ns - spawned) / 1e6, ALL_POLLING_CPU.name: polling_cpu_ns / 1e6, **figures}
+        )
+
+
 def upstream(context: Context) -> Any:
     found = context.services.get("upstream")
     if found is None:
@@ -481,6 +515,18 @@ def build(settings: Settings, context: Context) -> list[Scenario]:
             "coldstart_boto3.handler",
             (TO_RESPONSE, TO_NEXT, INIT_CPU, *MEMORY),
             needs="boto3",
+        ),
+        ManagedInitScenario(
+            f"concurrency-init-boto3-{settings.init_concurrency}",
+            "concurrency-init",
+            f"Managed Instances, {settings.init_concurrency} slots, boto3 S3 client at init",
+            f"AWS_LAMBDA_MAX_CONCURRENCY={settings.init_concurrency} with the boto3 handler: spawn to every slot "
+            "polling, and the process tree's memory once they are",
+            "coldstart_boto3.handler",
+            (ALL_POLLING, ALL_POLLING_CPU, *MEMORY),
+            {"concurrency": settings.init_concurrency},
+            needs="boto3",
+            concurrency=settings.init_concurrency,
         ),
     ]
     cpu_event = payloads.encode({"rounds": settings.cpu_rounds})
