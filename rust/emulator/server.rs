@@ -133,20 +133,7 @@ impl Server {
         let now = monotonic_ns();
         for id in &ids {
             if let Some(flight) = state.inflight.remove(id) {
-                let outcome = Outcome {
-                    request_id: id.clone(),
-                    kind: OutcomeKind::Exit,
-                    status: 0,
-                    headers: Headers::new(),
-                    body: Vec::new(),
-                    body_len: 0,
-                    trailers: Headers::new(),
-                    streamed: false,
-                    chunks: 0,
-                    delivered_ns: flight.delivered_ns,
-                    first_byte_ns: 0,
-                    done_ns: now,
-                };
+                let outcome = Outcome::unanswered(id.clone(), OutcomeKind::Exit, 0, flight.delivered_ns, now);
                 finish(&self.shared, &mut state, flight.event, outcome);
             }
         }
@@ -472,20 +459,8 @@ fn next_head(event: &Event, config: &Config) -> String {
 
 fn dropped(event: &Event) -> Outcome {
     let now = monotonic_ns();
-    Outcome {
-        request_id: event.request_id.clone(),
-        kind: OutcomeKind::Dropped,
-        status: event.fault.next_status.unwrap_or(0),
-        headers: Headers::new(),
-        body: Vec::new(),
-        body_len: 0,
-        trailers: Headers::new(),
-        streamed: false,
-        chunks: 0,
-        delivered_ns: now,
-        first_byte_ns: 0,
-        done_ns: now,
-    }
+    let status = event.fault.next_status.unwrap_or(0);
+    Outcome::unanswered(event.request_id.clone(), OutcomeKind::Dropped, status, now, now)
 }
 
 /// Hands an outcome to whoever waits for it: the feed's counters, the invoke endpoint's caller, or the table

@@ -113,6 +113,27 @@ pub struct Outcome {
     pub done_ns: u64,
 }
 
+impl Outcome {
+    /// The end of an invocation the runtime never answered: its `/next` was faulted, or the runtime died.
+    #[must_use]
+    pub fn unanswered(request_id: String, kind: OutcomeKind, status: u16, delivered_ns: u64, done_ns: u64) -> Self {
+        Self {
+            request_id,
+            kind,
+            status,
+            headers: Headers::new(),
+            body: Vec::new(),
+            body_len: 0,
+            trailers: Headers::new(),
+            streamed: false,
+            chunks: 0,
+            delivered_ns,
+            first_byte_ns: 0,
+            done_ns,
+        }
+    }
+}
+
 /// One call the runtime made, in arrival order.
 #[derive(Debug, Clone)]
 pub struct Record {
