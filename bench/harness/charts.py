@@ -22,6 +22,15 @@ COLOURS = {
 SPARE = ("#9b59b6", "#c0392b", "#16a085", "#7f8c8d")
 
 
+def _save(fig: Any, title: str, path: Path) -> bool:
+    """Titles, lays out, writes and closes a figure; True, for the chart functions to return."""
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def label(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
@@ -68,11 +77,7 @@ def throughput(document: dict[str, Any], runtimes: list[str], path: Path) -> boo
     fig, axes = plt.subplots(1, len(chosen), figsize=(3.2 * len(chosen), 3.6), squeeze=False)
     for ax, scenario in zip(axes[0], chosen, strict=True):
         _bars(ax, scenario, scenario["primary_metric"], runtimes)
-    fig.suptitle("Throughput (median, whiskers: lowest to highest repetition; higher is better)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, "Throughput (median, whiskers: lowest to highest repetition; higher is better)", path)
 
 
 def latency(document: dict[str, Any], runtimes: list[str], path: Path) -> bool:
@@ -105,11 +110,7 @@ def latency(document: dict[str, Any], runtimes: list[str], path: Path) -> bool:
         ax.set_title(scenario["title"], fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Latency distribution (all measured invocations of all repetitions)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, "Latency distribution (all measured invocations of all repetitions)", path)
 
 
 def cold_start(document: dict[str, Any], runtimes: list[str], path: Path) -> bool:
@@ -143,11 +144,7 @@ def cold_start(document: dict[str, Any], runtimes: list[str], path: Path) -> boo
         ax.set_ylabel("ms since spawn", fontsize=8)
         ax.set_title(scenario["title"], fontsize=9)
         ax.margins(y=0.15)
-    fig.suptitle("Cold start: dark to the first /next, light to the first response (lower is better)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, "Cold start: dark to the first /next, light to the first response (lower is better)", path)
 
 
 def memory(document: dict[str, Any], runtimes: list[str], path: Path) -> bool:
@@ -175,11 +172,7 @@ def memory(document: dict[str, Any], runtimes: list[str], path: Path) -> bool:
         ax.set_xlabel(f"{label} of the runtime's process tree (MiB)", fontsize=8)
         ax.grid(True, axis="x", alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("Peak memory per scenario (median of repetitions; lower is better)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, "Peak memory per scenario (median of repetitions; lower is better)", path)
 
 
 def concurrency(document: dict[str, Any], runtimes: list[str], path: Path) -> bool:
@@ -218,11 +211,7 @@ def concurrency(document: dict[str, Any], runtimes: list[str], path: Path) -> bo
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Managed Instances scaling (higher is better)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, "Managed Instances scaling (higher is better)", path)
 
 
 def write(document: dict[str, Any], out: Path) -> list[str]:
