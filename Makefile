@@ -4,7 +4,7 @@ VENV := $(abspath .venv)
 BIN := $(VENV)/bin
 export VIRTUAL_ENV := $(VENV)
 
-.PHONY: help install build-dev demo test test-rust test-python test-interpreters lint format bench bench-quick \
+.PHONY: help install build-dev demo test test-rust test-python test-interpreters wheels lint format bench bench-quick \
 	bench-install bench-micro
 
 help: ## list the targets
@@ -49,6 +49,13 @@ test-interpreters: install ## the suite, but the benchmark and differential test
 	  .venv-$$v/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/slipstream-*.whl; \
 	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/test_bench.py --ignore=tests/differential; \
 	done
+
+# Release wheels for both Lambda architectures, manylinux2014 (glibc 2.17) so one wheel serves every Lambda base
+# image. Cross-building for aarch64 needs the Rust target and zig (`rustup target add aarch64-unknown-linux-gnu`,
+# `pip install ziglang`), which this repository's CI machine cannot fetch: there it builds and tests x86_64 only.
+wheels: install ## release wheels for x86_64 and aarch64 Linux into target/dist
+	$(BIN)/maturin build --release --target x86_64-unknown-linux-gnu --zig -o target/dist
+	$(BIN)/maturin build --release --target aarch64-unknown-linux-gnu --zig -o target/dist
 
 lint: install ## cargo fmt, clippy, ruff, mypy
 	cargo fmt --check
