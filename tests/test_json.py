@@ -35,6 +35,7 @@ import datetime
 import decimal
 import enum
 import fractions
+import gc
 import math
 import os
 import random
@@ -768,6 +769,125 @@ def test_repeated_keys_decode_to_equal_dicts() -> None:
     data = simplejson.dumps(records, ensure_ascii=False).encode()
     assert _native.loads(data) == records
     assert [list(r) for r in _native.loads(data)] == [list(r) for r in records]
+
+
+def test_repeated_short_values_decode_to_equal_strings() -> None:
+    """Short string values reused across records (the value cache) must never be mixed up: strings that share
+    their length and all their bytes but one, lengths on both sides of the cached limit, escaped and non-ASCII
+    ones."""
+    rng = random.Random(7)
+    values = ["", "a", "ab", "abc", "abcd", "abcdefg", "abcdefgh", "abcdefghi"]
+    values += [("x" * n + "y").ljust(size, "x") for size in (5, 8, 9, 17) for n in range(size)]
+    values += ["x" * n for n in range(4, 20)]
+    values += ["é", "€uro", "tab\there", "\ud800", 'q"uote', "日本語"]
+    values += [_random_str(rng).encode("utf-8", "surrogatepass").decode("utf-8", "replace") for _ in range(500)]
+    rows = [[rng.choice(values) for _ in range(8)] for _ in range(400)]
+    for ensure_ascii in (True, False):
+        data = simplejson.dumps(rows, ensure_ascii=ensure_ascii).encode("utf-8", "surrogatepass")
+        assert decoded(data) == reference_decoded(data)
+
+
+def _record(i: int, rng: random.Random) -> dict[str, Any]:
+    record: dict[str, Any] = {"id": i, "sku": f"SKU-{i:04d}", "name": "n", "price": i / 8, "ok": i % 2 == 0}
+    kind = rng.randrange(6)
+    if kind == 0:
+        record["tags"] = ["a"] * (i % 3) if i % 4 else None
+    elif kind == 1:
+        record["nested"] = {}
+    elif kind == 2:
+        record = dict(reversed(record.items()))
+    elif kind == 3:
+        record["extra"] = None
+    elif kind == 4:
+        record = {"id": i}
+    record["last"] = "z"
+    return record
+
+
+def test_records_of_repeated_shapes_decode_as_simplejson() -> None:
+    """Dicts of a shape seen before start as a copy of an earlier one (six members or more): same keys in the
+    same order, values or nesting of another kind, a repeated key, a shape that changes, must all come out as
+    simplejson builds them, down to whether the garbage collector tracks each dict."""
+    rng = random.Random(3)
+    records = [_record(i, rng) for i in range(300)]
+    text = simplejson.dumps(records)
+    # Repeated keys: the first place and the last value, in a dict whose shape is otherwise a familiar one.
+    text = text.replace('"last": "z"}', '"last": "z", "id": -1}', 5)
+    data = f'{{"records": {text}, "again": {text}}}'.encode()
+    ours, expected = _native.loads(data), simplejson.loads(data)
+    assert repr(ours) == repr(expected)
+    assert [list(r) for r in ours["again"]] == [list(r) for r in expected["again"]]
+    tracked = [gc.is_tracked(r) for r in ours["records"] + ours["again"]]
+    assert tracked == [gc.is_tracked(r) for r in expected["records"] + expected["again"]]
+    assert True in tracked and False in tracked
+
+
+def test_decoding_after_a_failure_starts_clean() -> None:
+    """The decoder keeps its caches between calls: a document that fails half way, after filling them, must
+    leave nothing behind that the next document could pick up."""
+    rng = random.Random(5)
+    good = simplejson.dumps([_record(i, rng) for i in range(100)]).encode()
+    for bad in (good[: len(good) // 2], good[:-1] + b"x", good + b" 1", good.replace(b'"sku"', b'"sku\\x"', 50)):
+        assert decoded(bad) == reference_decoded(bad)
+        assert decoded(good) == reference_decoded(good)
+    assert decoded(b'{"id": "SKU-0001"}') == reference_decoded(b'{"id": "SKU-0001"}')
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_decoding_leaves_the_garbage_collector_as_it_was(enabled: bool) -> None:
+    saved = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        _native.loads(b'[{"a": [1, 2]}, {"b": {}}]')
+        assert gc.isenabled() is enabled
+        with pytest.raises(_native.JSONDecodeError):
+            _native.loads(b'[{"a": [1, 2]}, {"b": {}}')
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if saved else gc.disable)()
+
+
+def test_float_tokens_decode_to_the_doubles_simplejson_reads() -> None:
+    """Short float tokens take a fast path (an exact integer scaled by an exact power of ten); every token must
+    still give the double Python's float() gives."""
+    rng = random.Random(11)
+    tokens = []
+    for _ in range(3_000):
+        digits = str(rng.randint(0, 10 ** rng.randint(1, 20)))
+        point = rng.randint(1, len(digits))
+        text = digits[:point] + ("." + digits[point:] if point < len(digits) else "")
+        if rng.random() < 0.5:
+            text += rng.choice("eE") + rng.choice(["", "+", "-"]) + str(rng.randint(0, 30))
+        tokens.append(rng.choice(["", "-"]) + text)
+    data = ("[" + ", ".join(tokens) + "]").encode()
+    assert decoded(data) == reference_decoded(data)
+
+
+def test_keys_written_again_are_written_alike() -> None:
+    """Once a result has shown many dicts, keys already written are copied from the first time (by object):
+    escapes, non-ASCII and lone surrogates must come out as awslambdaric writes them, and a lone surrogate's
+    position, under `ensure_ascii=False`, must still be the first one's."""
+    keys = ["id", 'q"uote', "tab\t", "é", "日本", "k" * 70, "x\ud800y", Str("sub"), "last"]
+    rows = [dict.fromkeys(keys, i) for i in range(40)]
+    for value in (rows, {"before": "\ud800", "rows": rows}, [{"é": 1}] * 40 + [rows]):
+        for ensure_ascii in (True, False):
+            assert ours(value, ensure_ascii) == reference(value, ensure_ascii)
+    plain = [{key: [i, {key: i}] for key in keys if "\ud800" not in key} for i in range(40)]
+    for ensure_ascii in (True, False):
+        assert ours(plain, ensure_ascii) == reference(plain, ensure_ascii)
+
+
+def test_encoding_json_inside_an_encoding() -> None:
+    """A `_asdict` that encodes JSON itself, while the encoder is in the middle of a document of many dicts."""
+
+    class Nested:
+        def _asdict(self) -> dict[str, Any]:
+            inner = [{"id": i, "name": "n"} for i in range(30)]
+            return {"inner": _native.dumps(inner).decode(), "id": 1}
+
+    value = [{"id": i, "name": "n", "obj": Nested()} for i in range(30)]
+    for ensure_ascii in (True, False):
+        assert ours(value, ensure_ascii) == reference(value, ensure_ascii)
 
 
 INVALID_DOCUMENTS = [
