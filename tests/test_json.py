@@ -835,14 +835,18 @@ def test_decoding_after_a_failure_starts_clean() -> None:
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_decoding_leaves_the_garbage_collector_as_it_was(enabled: bool) -> None:
+    """The collector is paused while a large document (16 KiB or more) is read, and must be left as it was."""
+    large = b"[" + b", ".join([b'{"a": [1, 2], "b": {}}'] * 1_000) + b"]"
+    assert len(large) > 16 << 10
     saved = gc.isenabled()
     try:
         (gc.enable if enabled else gc.disable)()
-        _native.loads(b'[{"a": [1, 2]}, {"b": {}}]')
-        assert gc.isenabled() is enabled
-        with pytest.raises(_native.JSONDecodeError):
-            _native.loads(b'[{"a": [1, 2]}, {"b": {}}')
-        assert gc.isenabled() is enabled
+        for data in (large, b"[1]"):
+            _native.loads(data)
+            assert gc.isenabled() is enabled
+            with pytest.raises(_native.JSONDecodeError):
+                _native.loads(data[:-1])
+            assert gc.isenabled() is enabled
     finally:
         (gc.enable if saved else gc.disable)()
 

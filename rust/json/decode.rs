@@ -294,6 +294,9 @@ fn singleton(constant: unsafe fn() -> *mut ffi::PyObject) -> *mut ffi::PyObject 
     }
 }
 
+/// Documents from this size on are read with the collector paused.
+const GC_PAUSE_MIN_LEN: usize = 16 << 10;
+
 /// Keeps the cyclic garbage collector off while a document is built. On 3.10 and 3.11 the collector runs from
 /// inside allocations, so building a 1 MB event of records ran it some twenty times, each pass walking the new
 /// containers again and every tenth walking older generations too, about a fifth of the decoding time. The
@@ -335,7 +338,8 @@ pub fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> 
         decode_err.set_cause(py, Some(cause));
         return Err(decode_err);
     }
-    let _pause = GcPause::new(py);
+    // A small document makes too few containers for the collector to be due while it is read.
+    let _pause = (data.len() >= GC_PAUSE_MIN_LEN).then(|| GcPause::new(py));
     let value = WORKSPACE
         .try_with(|cell| match cell.try_borrow_mut() {
             Ok(mut workspace) => Decoder::run(py, data, &mut workspace),
@@ -473,6 +477,16 @@ struct Workspace {
     filled_values: Vec<usize>,
     /// Dicts of the shapes records repeat, which a new dict of the same shape starts as a copy of.
     templates: Vec<Template>,
+    /// Whether `templates` took any shape during this call.
+    templates_used: bool,
+}
+
+/// Drops an owned reference, or nothing for null.
+fn release(obj: *mut ffi::PyObject) {
+    if !obj.is_null() {
+        // SAFETY: owned references taken inside `decode`, which holds the GIL until they are released.
+        unsafe { ffi::Py_DecRef(obj) };
+    }
 }
 
 thread_local! {
@@ -492,25 +506,26 @@ impl Workspace {
             filled_keys: Vec::new(),
             filled_values: Vec::new(),
             templates: Vec::new(),
+            templates_used: false,
         }
     }
 
     /// Releases every reference held, leaving the caches' slots empty and the memory for the next call.
     fn release(&mut self) {
-        let values = self.values.drain(..).chain(self.kept.drain(..));
-        let key_slots = &mut self.key_slots;
-        let keys = (self.filled_keys.drain(..)).map(|i| std::mem::replace(&mut key_slots[i], EMPTY_KEY).2);
-        let value_slots = &mut self.value_slots;
-        let short = (self.filled_values.drain(..)).map(|i| std::mem::replace(&mut value_slots[i], EMPTY_VALUE).1);
-        let templates = self.templates.iter_mut().map(|template| {
-            template.shape = Shape::NONE;
-            template.keys.clear();
-            std::mem::replace(&mut template.dict, ptr::null_mut())
-        });
-        for obj in values.chain(keys).chain(short).chain(templates) {
-            if !obj.is_null() {
-                // SAFETY: owned references; a workspace is only used inside `decode`, which holds the GIL.
-                unsafe { ffi::Py_DecRef(obj) };
+        for obj in self.values.drain(..).chain(self.kept.drain(..)) {
+            release(obj);
+        }
+        for i in self.filled_keys.drain(..) {
+            release(std::mem::replace(&mut self.key_slots[i], EMPTY_KEY).2);
+        }
+        for i in self.filled_values.drain(..) {
+            release(std::mem::replace(&mut self.value_slots[i], EMPTY_VALUE).1);
+        }
+        if std::mem::take(&mut self.templates_used) {
+            for template in &mut self.templates {
+                template.shape = Shape::NONE;
+                template.keys.clear();
+                release(std::mem::replace(&mut template.dict, ptr::null_mut()));
             }
         }
         self.keys.clear();
@@ -608,6 +623,7 @@ impl Workspace {
                 dict: ptr::null_mut(),
             });
         }
+        self.templates_used = true;
         let template = &mut self.templates[shape.slot()];
         if template.shape == shape && template.dict.is_null() {
             // SAFETY: `dict` is a live dict. A repeated key leaves it with fewer members than keys, and unfit.
