@@ -29,9 +29,17 @@ GROUPS = {
 # Where each runtime must have figures; everywhere else it must say why not.
 MEASURED = {
     "slipstream": {"*"},
-    "awslambdaric": {"echo", "echo-1mb", "buffered-5mb", "cold-start", "cold-start-boto3", "concurrency-init-boto3-2"}
+    "awslambdaric": {
+        "echo",
+        "echo-1mb",
+        "echo-1mb-text",
+        "buffered-5mb",
+        "cold-start",
+        "cold-start-boto3",
+        "concurrency-init-boto3-2",
+    }
     | {f"concurrency-cpu-{n}" for n in (1, 2)},
-    "floor": {"echo", "echo-1mb", "buffered-5mb", "stream-20mb", "cold-start"},
+    "floor": {"echo", "echo-1mb", "echo-1mb-text", "buffered-5mb", "stream-20mb", "cold-start"},
     "floor-socket": {"cold-start", "cold-start-boto3"},
     "slipstream-m": {"cold-start", "cold-start-boto3", "concurrency-init-boto3-2"},
 }

@@ -449,6 +449,7 @@ def upstream(context: Context) -> Any:
 def build(settings: Settings, context: Context) -> list[Scenario]:
     """Every scenario, in the order they run."""
     large_event = payloads.encode(payloads.document(settings.large_event_bytes))
+    text_event = payloads.encode({"text": "lorem ipsum " * (settings.large_event_bytes // 12)})
     buffered = payloads.encode(payloads.document(settings.buffered_bytes))
     buffered_file = context.scratch / "buffered.json"
     buffered_file.write_bytes(buffered)
@@ -475,6 +476,18 @@ def build(settings: Settings, context: Context) -> list[Scenario]:
             {"event_bytes": len(large_event)},
             event=large_event,
             expect=large_event,
+        ),
+        FeedScenario(
+            "echo-1mb-text",
+            "echo-1mb",
+            "1 MB text event echoed",
+            f"a {len(text_event) / 1e6:.2f} MB JSON event holding one string (a document, a base64 blob) decoded "
+            "and echoed back",
+            "echo.handler",
+            feed_metrics,
+            {"event_bytes": len(text_event)},
+            event=text_event,
+            expect=text_event,
         ),
         FeedScenario(
             "buffered-5mb",
