@@ -206,15 +206,8 @@ def run(stream: ResponseStream, produce: Callable[[], None], report_error: Calla
     try:
         produce()
         stream.close()
-    except _native.ResponseTooLarge as exc:
-        logs.diag(str(exc), stream.request_id)
-    except _native.RuntimeApiError as exc:
-        logs.diag(f"the streamed response was cut off: {exc}", stream.request_id)
     except Exception as exc:
-        if stream.started:
-            stream.fail(exc)
-        else:
-            report_error(exc)
+        _end_failed(stream, exc, report_error)
 
 
 async def run_async(stream: ResponseStream, produce: Any, report_error: Callable[[BaseException], None]) -> None:
@@ -222,12 +215,19 @@ async def run_async(stream: ResponseStream, produce: Any, report_error: Callable
     try:
         await produce
         stream.close()
-    except _native.ResponseTooLarge as exc:
-        logs.diag(str(exc), stream.request_id)
-    except _native.RuntimeApiError as exc:
-        logs.diag(f"the streamed response was cut off: {exc}", stream.request_id)
     except Exception as exc:
-        if stream.started:
-            stream.fail(exc)
-        else:
-            report_error(exc)
+        _end_failed(stream, exc, report_error)
+
+
+def _end_failed(stream: ResponseStream, exc: Exception, report_error: Callable[[BaseException], None]) -> None:
+    """Ends a stream whose producer failed. The size limit (the core already ended the stream with its trailer) and a
+    lost connection are only logged; a handler error goes to `/error` before the first byte, into the trailers
+    after it."""
+    if isinstance(exc, _native.ResponseTooLarge):
+        logs.diag(str(exc), stream.request_id)
+    elif isinstance(exc, _native.RuntimeApiError):
+        logs.diag(f"the streamed response was cut off: {exc}", stream.request_id)
+    elif stream.started:
+        stream.fail(exc)
+    else:
+        report_error(exc)
