@@ -157,7 +157,8 @@ impl StreamWriter {
         };
         let trailer = match error {
             Some((error_type, body)) => format!(
-                "0\r\nLambda-Runtime-Function-Error-Type: {error_type}\r\nLambda-Runtime-Function-Error-Body: {body}\r\n\r\n"
+                "0\r\nLambda-Runtime-Function-Error-Type: {error_type}\r\n\
+                 Lambda-Runtime-Function-Error-Body: {body}\r\n\r\n"
             ),
             None => "0\r\n\r\n".to_owned(),
         };

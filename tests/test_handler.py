@@ -12,6 +12,14 @@ from awslambdaric import bootstrap as ric
 from slipstream import errors
 from slipstream.handler import is_async, load_handler
 
+ASYNC_MODULE = """async def handler(e, c):
+    return 1
+async def agen(e, c):
+    yield b'x'
+def sync(e, c):
+    return 1
+"""
+
 MODULES = {
     "good.py": "def handler(event, context):\n    return 'ok'\n",
     "broken_syntax.py": "def handler(event, context)\n    return 1\n",
@@ -19,7 +27,7 @@ MODULES = {
     "pkg/__init__.py": "",
     "pkg/sub/__init__.py": "",
     "pkg/sub/mod.py": "def handler(event, context):\n    return 'deep'\n",
-    "asyncmod.py": "async def handler(e, c):\n    return 1\nasync def agen(e, c):\n    yield b'x'\ndef sync(e, c):\n    return 1\n",
+    "asyncmod.py": ASYNC_MODULE,
 }
 
 

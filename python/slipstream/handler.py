@@ -48,7 +48,8 @@ def is_async(function: object) -> bool:
     """Whether calling `function` gives a coroutine or an async generator, judged from its code flags."""
     code = getattr(getattr(function, "__func__", function), "__code__", None)
     if code is None:
-        code = getattr(getattr(type(function), "__call__", None), "__code__", None)  # noqa: B004 - the code object, not callability
+        # The code object of `__call__`, not a callability test.
+        code = getattr(getattr(type(function), "__call__", None), "__code__", None)  # noqa: B004
     return code is not None and bool(code.co_flags & (CO_COROUTINE | CO_ASYNC_GENERATOR))
 
 
